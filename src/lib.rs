@@ -1,0 +1,15 @@
+//! edgemoe: run Mixture-of-Experts language models on devices whose memory is
+//! smaller than the model.
+//!
+//! Non-expert weights stay resident; experts are reached only through an
+//! [`engine::ExpertSource`], so the engine never assumes that every expert is in
+//! memory. See the README for the architecture.
+
+pub mod convert;
+pub mod engine;
+pub mod error;
+pub mod format;
+pub mod tensor;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
