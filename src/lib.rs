@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod tensor;
+pub mod quant;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

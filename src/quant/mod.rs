@@ -1,0 +1,1 @@
+//! ggml block-quantised formats: quantise, dequantise and fused dot products.
