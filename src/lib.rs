@@ -9,8 +9,9 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod format;
-pub mod tensor;
 pub mod quant;
+pub mod tensor;
 pub mod tokenizer;
+pub mod sampling;
 
 pub use error::{Error, Result};
