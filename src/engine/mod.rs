@@ -1,1 +1,13 @@
-//! engine
+//! The inference engine: model loading, the forward pass, sessions.
+
+pub mod arch;
+pub mod config;
+pub mod experts;
+pub mod model;
+pub mod session;
+
+pub use arch::Family;
+pub use config::ModelConfig;
+pub use experts::{ExpertDirectory, ExpertSource, ExpertView};
+pub use model::Model;
+pub use session::{Routing, RoutingObserver, RoutingTrace, Session};

@@ -1,5 +1,8 @@
 //! Tensors: element types and the numeric kernels over them.
 
 pub mod dtype;
+pub mod float;
+pub mod ops;
 
 pub use dtype::GgmlType;
+pub use ops::{Matrix, MatrixRef};

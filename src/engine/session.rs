@@ -1,0 +1,442 @@
+//! One conversation with a model: the KV cache and the forward pass.
+//!
+//! The forward pass runs layer by layer over a batch of tokens (the whole prompt, or the one
+//! new token when decoding). Within a layer, tokens are grouped by the experts they route to,
+//! so each expert is fetched once per layer per batch. Every row is computed by the same
+//! kernels in the same order whether it is alone or in a batch, so a prompt evaluated at once
+//! and token by token gives bit-identical logits.
+
+use std::sync::Arc;
+
+use super::arch::{QkNorm, RopeStyle};
+use super::model::Model;
+use crate::tensor::ops::{self, matvec, MatvecScratch};
+use crate::{Error, Result};
+
+/// The router's decision for one token in one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routing {
+    /// Chosen experts, most probable first.
+    pub experts: Vec<usize>,
+    /// The weight applied to each chosen expert's output.
+    pub weights: Vec<f32>,
+    /// Raw router logits over all experts.
+    pub logits: Vec<f32>,
+}
+
+/// Observes routing decisions as the forward pass makes them.
+pub trait RoutingObserver: Send {
+    /// Called once per layer per token, in layer order, tokens in position order.
+    fn observe(&mut self, layer: usize, position: usize, routing: &Routing);
+}
+
+/// Records every routing decision (used by tests and calibration).
+#[derive(Default, Debug)]
+pub struct RoutingTrace {
+    /// `layers[l][t]`: the decision of layer `l` for the `t`-th token observed.
+    pub layers: Vec<Vec<Routing>>,
+}
+
+impl RoutingObserver for RoutingTrace {
+    fn observe(&mut self, layer: usize, _position: usize, routing: &Routing) {
+        if self.layers.len() <= layer {
+            self.layers.resize_with(layer + 1, Vec::new);
+        }
+        self.layers[layer].push(routing.clone());
+    }
+}
+
+struct LayerCache {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Per-batch working memory, grown on demand and then reused.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    scores: Vec<f32>,
+    expert_out: Vec<f32>,
+    ffn_a: Vec<f32>,
+    ffn_b: Vec<f32>,
+    router: Vec<f32>,
+    routes: Vec<Routing>,
+    matvec: MatvecScratch,
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// A conversation: KV cache, position, logits of the last evaluation.
+pub struct Session {
+    model: Arc<Model>,
+    cache: Vec<LayerCache>,
+    capacity: usize,
+    position: usize,
+    logits: Vec<f32>,
+    scratch: Scratch,
+    inv_freq: Vec<f32>,
+    observer: Option<Box<dyn RoutingObserver>>,
+}
+
+impl Session {
+    /// A session with room for `capacity` tokens (the model's context length when `None`).
+    pub fn new(model: Arc<Model>, capacity: Option<usize>) -> Result<Session> {
+        let c = &model.config;
+        let capacity = capacity.unwrap_or(c.context_length);
+        if capacity == 0 {
+            return Err(Error::InvalidArgument(
+                "context capacity must be at least 1".into(),
+            ));
+        }
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        let cache = (0..c.n_layers)
+            .map(|_| LayerCache {
+                k: vec![0.0; capacity * kv_dim],
+                v: vec![0.0; capacity * kv_dim],
+            })
+            .collect();
+        let hd = c.head_dim;
+        let inv_freq = (0..hd / 2)
+            .map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / hd as f32))
+            .collect();
+        Ok(Session {
+            model,
+            cache,
+            capacity,
+            position: 0,
+            logits: Vec::new(),
+            scratch: Scratch::default(),
+            inv_freq,
+            observer: None,
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Tokens in the KV cache.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Tokens the KV cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets the conversation (keeps the allocations).
+    pub fn reset(&mut self) {
+        self.position = 0;
+    }
+
+    /// Drops tokens after `position` from the cache, so generation can resume from there.
+    pub fn truncate(&mut self, position: usize) {
+        self.position = self.position.min(position);
+    }
+
+    /// Installs (or removes) an observer of routing decisions; returns the previous one.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn RoutingObserver>>,
+    ) -> Option<Box<dyn RoutingObserver>> {
+        std::mem::replace(&mut self.observer, observer)
+    }
+
+    /// Evaluates `tokens` after what is already in the cache. Returns the logits of the last
+    /// token, or of every token when `all_logits` (row-major, `tokens.len() x vocab`).
+    pub fn eval(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32]> {
+        let model = self.model.clone();
+        let c = &model.config;
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to evaluate".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab
+            )));
+        }
+        let needed = self.position + tokens.len();
+        if needed > self.capacity {
+            return Err(Error::ContextFull {
+                needed,
+                capacity: self.capacity,
+            });
+        }
+        let n = tokens.len();
+        let h = c.hidden;
+        // Embeddings.
+        let mut x = std::mem::take(&mut self.scratch.x);
+        grow(&mut x, n * h);
+        for (t, &tok) in tokens.iter().enumerate() {
+            model
+                .token_embd
+                .as_ref()
+                .row_f32(tok as usize, &mut x[t * h..(t + 1) * h])?;
+        }
+        let result = (|| {
+            for l in 0..c.n_layers {
+                self.attention(&model, l, &mut x[..n * h], n)?;
+                self.moe(&model, l, &mut x[..n * h], n)?;
+            }
+            self.output(&model, &x[..n * h], n, all_logits);
+            Ok(())
+        })();
+        self.scratch.x = x;
+        result?;
+        self.position += n;
+        Ok(&self.logits)
+    }
+
+    /// The logits of the last evaluation.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn rope(&self, v: &mut [f32], pos: usize, style: RopeStyle) {
+        let half = self.inv_freq.len();
+        for (i, &f) in self.inv_freq.iter().enumerate() {
+            let angle = pos as f32 * f;
+            let (sin, cos) = angle.sin_cos();
+            let (a, b) = match style {
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + half),
+            };
+            let (x0, x1) = (v[a], v[b]);
+            v[a] = x0 * cos - x1 * sin;
+            v[b] = x1 * cos + x0 * sin;
+        }
+    }
+
+    fn attention(&mut self, model: &Model, l: usize, x: &mut [f32], n: usize) -> Result<()> {
+        let c = &model.config;
+        let w = &model.layers[l];
+        let (h, hd) = (c.hidden, c.head_dim);
+        let q_dim = c.n_heads * hd;
+        let kv_dim = c.n_kv_heads * hd;
+        let group = c.n_heads / c.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut s = std::mem::take(&mut self.scratch);
+        let hbuf = grow(&mut s.h, h);
+        let q = grow(&mut s.q, q_dim);
+        let mut k = vec![0f32; 0];
+        k.resize(kv_dim, 0.0);
+        let mut v = vec![0f32; kv_dim];
+        let attn = grow(&mut s.attn, q_dim);
+        let proj = grow(&mut s.proj, h);
+        for t in 0..n {
+            let pos = self.position + t;
+            let xt = &mut x[t * h..(t + 1) * h];
+            ops::rms_norm(xt, &w.attn_norm, c.norm_eps, hbuf);
+            matvec(w.wq.as_ref(), hbuf, q, &mut s.matvec);
+            matvec(w.wk.as_ref(), hbuf, &mut k, &mut s.matvec);
+            matvec(w.wv.as_ref(), hbuf, &mut v, &mut s.matvec);
+            for (dst, b) in [(&mut *q, &w.bq), (&mut k[..], &w.bk), (&mut v[..], &w.bv)] {
+                if let Some(b) = b {
+                    for (d, bv) in dst.iter_mut().zip(b) {
+                        *d += bv;
+                    }
+                }
+            }
+            match c.family.qk_norm {
+                QkNorm::None => {}
+                QkNorm::Full => {
+                    ops::rms_norm_in_place(q, w.q_norm.as_deref().unwrap_or(&[]), c.norm_eps);
+                    ops::rms_norm_in_place(&mut k, w.k_norm.as_deref().unwrap_or(&[]), c.norm_eps);
+                }
+                QkNorm::PerHead => {
+                    let (qn, kn) = (
+                        w.q_norm.as_deref().unwrap_or(&[]),
+                        w.k_norm.as_deref().unwrap_or(&[]),
+                    );
+                    q.chunks_exact_mut(hd)
+                        .for_each(|hq| ops::rms_norm_in_place(hq, qn, c.norm_eps));
+                    k.chunks_exact_mut(hd)
+                        .for_each(|hk| ops::rms_norm_in_place(hk, kn, c.norm_eps));
+                }
+            }
+            for head in q.chunks_exact_mut(hd) {
+                self.rope(head, pos, c.family.rope);
+            }
+            for head in k.chunks_exact_mut(hd) {
+                self.rope(head, pos, c.family.rope);
+            }
+            let cache = &mut self.cache[l];
+            cache.k[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&k);
+            cache.v[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&v);
+            // Causal attention over positions 0..=pos.
+            let scores = grow(&mut s.scores, pos + 1);
+            for head in 0..c.n_heads {
+                let kvh = head / group;
+                let qh = &q[head * hd..(head + 1) * hd];
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    let kj = &cache.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    *sc = ops::dot(qh, kj) * scale;
+                }
+                ops::softmax(scores);
+                let out = &mut attn[head * hd..(head + 1) * hd];
+                out.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    let vj = &cache.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    ops::axpy(p, vj, out);
+                }
+            }
+            matvec(w.wo.as_ref(), attn, proj, &mut s.matvec);
+            for (xv, pv) in xt.iter_mut().zip(proj.iter()) {
+                *xv += pv;
+            }
+        }
+        self.scratch = s;
+        Ok(())
+    }
+
+    fn moe(&mut self, model: &Model, l: usize, x: &mut [f32], n: usize) -> Result<()> {
+        let c = &model.config;
+        let w = &model.layers[l];
+        let h = c.hidden;
+        let k = c.n_experts_used;
+        let mut s = std::mem::take(&mut self.scratch);
+        let result = (|| {
+            // Normalise and route every token.
+            grow(&mut s.h, n * h);
+            s.routes.resize_with(n, || Routing {
+                experts: Vec::new(),
+                weights: Vec::new(),
+                logits: Vec::new(),
+            });
+            for t in 0..n {
+                ops::rms_norm(
+                    &x[t * h..(t + 1) * h],
+                    &w.ffn_norm,
+                    c.norm_eps,
+                    &mut s.h[t * h..(t + 1) * h],
+                );
+                let r = &mut s.routes[t];
+                r.logits.resize(c.n_experts, 0.0);
+                matvec(
+                    w.router.as_ref(),
+                    &s.h[t * h..(t + 1) * h],
+                    &mut r.logits,
+                    &mut s.matvec,
+                );
+                let probs = grow(&mut s.router, c.n_experts);
+                probs.copy_from_slice(&r.logits);
+                ops::softmax(probs);
+                select_top_k(probs, k, &mut r.experts);
+                r.weights.clear();
+                r.weights.extend(r.experts.iter().map(|&e| probs[e]));
+                if c.norm_topk {
+                    let sum: f32 = r.weights.iter().sum();
+                    r.weights.iter_mut().for_each(|v| *v /= sum);
+                }
+                if let Some(obs) = self.observer.as_mut() {
+                    obs.observe(l, self.position + t, r);
+                }
+            }
+            // Each used expert once, applied to every token routed to it.
+            let mut used: Vec<usize> = s.routes[..n]
+                .iter()
+                .flat_map(|r| r.experts.iter().copied())
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            model.experts.prefetch(l, &used);
+            grow(&mut s.expert_out, n * k * h);
+            grow(&mut s.ffn_a, c.expert_ffn.max(c.shared_ffn));
+            grow(&mut s.ffn_b, c.expert_ffn.max(c.shared_ffn));
+            for &e in &used {
+                let view = model.experts.get(l, e)?;
+                for t in 0..n {
+                    let Some(slot) = s.routes[t].experts.iter().position(|&x| x == e) else {
+                        continue;
+                    };
+                    let ht = &s.h[t * h..(t + 1) * h];
+                    let a = &mut s.ffn_a[..c.expert_ffn];
+                    let b = &mut s.ffn_b[..c.expert_ffn];
+                    matvec(view.gate, ht, a, &mut s.matvec);
+                    matvec(view.up, ht, b, &mut s.matvec);
+                    for (av, bv) in a.iter_mut().zip(b.iter()) {
+                        *av = ops::silu(*av) * bv;
+                    }
+                    let out = &mut s.expert_out[(t * k + slot) * h..(t * k + slot + 1) * h];
+                    matvec(view.down, a, out, &mut s.matvec);
+                }
+            }
+            // Weighted sum in router order, then the shared expert.
+            for t in 0..n {
+                let xt = &mut x[t * h..(t + 1) * h];
+                let r = &s.routes[t];
+                for (slot, &wgt) in r.weights.iter().enumerate() {
+                    ops::axpy(
+                        wgt,
+                        &s.expert_out[(t * k + slot) * h..(t * k + slot + 1) * h],
+                        xt,
+                    );
+                }
+                if let Some(sh) = &w.shared {
+                    let ht = &s.h[t * h..(t + 1) * h];
+                    let a = &mut s.ffn_a[..c.shared_ffn];
+                    let b = &mut s.ffn_b[..c.shared_ffn];
+                    matvec(sh.gate.as_ref(), ht, a, &mut s.matvec);
+                    matvec(sh.up.as_ref(), ht, b, &mut s.matvec);
+                    for (av, bv) in a.iter_mut().zip(b.iter()) {
+                        *av = ops::silu(*av) * bv;
+                    }
+                    let out = grow(&mut s.proj, h);
+                    matvec(sh.down.as_ref(), a, out, &mut s.matvec);
+                    let mut g = [0f32];
+                    matvec(sh.gate_inp.as_ref(), ht, &mut g, &mut s.matvec);
+                    ops::axpy(ops::sigmoid(g[0]), out, xt);
+                }
+            }
+            Ok(())
+        })();
+        self.scratch = s;
+        result
+    }
+
+    fn output(&mut self, model: &Model, x: &[f32], n: usize, all_logits: bool) {
+        let c = &model.config;
+        let h = c.hidden;
+        let rows: Vec<usize> = if all_logits {
+            (0..n).collect()
+        } else {
+            vec![n - 1]
+        };
+        self.logits.resize(rows.len() * c.vocab, 0.0);
+        let mut hbuf = vec![0f32; h];
+        for (i, &t) in rows.iter().enumerate() {
+            ops::rms_norm(
+                &x[t * h..(t + 1) * h],
+                &model.output_norm,
+                c.norm_eps,
+                &mut hbuf,
+            );
+            matvec(
+                model.output_matrix().as_ref(),
+                &hbuf,
+                &mut self.logits[i * c.vocab..(i + 1) * c.vocab],
+                &mut self.scratch.matvec,
+            );
+        }
+    }
+}
+
+/// The `k` largest probabilities' indices, largest first; ties go to the lower index.
+fn select_top_k(probs: &[f32], k: usize, out: &mut Vec<usize>) {
+    out.clear();
+    out.extend(0..probs.len());
+    out.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    out.truncate(k);
+}

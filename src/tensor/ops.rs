@@ -1,0 +1,148 @@
+//! Numeric building blocks of the forward pass. Every function is deterministic: the same
+//! inputs give the same bits, whether a row is computed alone (decode) or in a batch (prompt).
+
+use super::GgmlType;
+use crate::{Error, Result};
+
+/// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty`, back to back.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixRef<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> MatrixRef<'a> {
+    /// Checks that `data` holds exactly `rows` rows of `cols` elements.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self> {
+        let need = ty.row_bytes(cols)?.checked_mul(rows);
+        if need != Some(data.len()) {
+            return Err(Error::Shape(format!(
+                "{rows}x{cols} {ty} matrix needs {need:?} bytes, has {}",
+                data.len()
+            )));
+        }
+        Ok(MatrixRef {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// The raw bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.data.len() / self.rows.max(1);
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Row `r` as f32 values.
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        super::float::dequantize(self.ty, self.row(r), &mut out[..self.cols])
+    }
+}
+
+/// An owned weight matrix.
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<u8>,
+}
+
+impl Matrix {
+    pub fn as_ref(&self) -> MatrixRef<'_> {
+        MatrixRef {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &self.data,
+        }
+    }
+}
+
+/// Whether [`matvec`] can multiply weights of type `ty`.
+pub fn supported(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// Scratch space for [`matvec`], reused across calls so decoding does not allocate.
+#[derive(Default)]
+pub struct MatvecScratch {}
+
+/// `out[r] = row r · x` for every row of `m`.
+pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], _scratch: &mut MatvecScratch) {
+    debug_assert_eq!(x.len(), m.cols);
+    debug_assert_eq!(out.len(), m.rows);
+    let rb = m.data.len() / m.rows.max(1);
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = super::float::dot_row(m.ty, &m.data[r * rb..(r + 1) * rb], x);
+    }
+}
+
+/// RMS normalisation as Hugging Face computes it: `x / sqrt(mean(x²) + eps) * w`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (mean_sq + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = g * (v * scale);
+    }
+}
+
+/// RMS normalisation in place.
+pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (mean_sq + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = g * (*v * scale);
+    }
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// SiLU (x · sigmoid(x)).
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Logistic sigmoid.
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Dot product of two f32 slices with a fixed summation order.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[i * 8 + l] * b[i * 8 + l];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// `y += a * x`.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
