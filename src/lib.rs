@@ -10,8 +10,8 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod quant;
+pub mod sampling;
 pub mod tensor;
 pub mod tokenizer;
-pub mod sampling;
 
 pub use error::{Error, Result};

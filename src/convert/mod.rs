@@ -1,1 +1,227 @@
-//! convert
+//! `edgemoe convert`: writes edgemoe's packed GGUF layout from a Hugging Face checkpoint or a
+//! stock llama.cpp GGUF.
+//!
+//! The layout: `general.alignment = 4096`; every non-expert tensor first (the part that stays
+//! resident), then for each layer and expert the three matrices `blk.L.ffn_{gate,up,down}.E`
+//! back to back, so one aligned read returns a whole expert.
+
+mod from_gguf;
+mod from_hf;
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::config::FORMAT_VERSION;
+use crate::engine::ModelConfig;
+use crate::format::{GgufValue, GgufWriter, TensorSpec};
+use crate::tensor::{float, GgmlType};
+use crate::{Error, Result};
+
+/// Alignment of edgemoe files: a page, and a multiple of every O_DIRECT block size.
+pub const ALIGNMENT: u32 = 4096;
+
+/// What `convert` writes.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Type of matrices (attention, embeddings, experts). Norms, biases and routers stay f32.
+    /// `None` keeps the source's type when converting a GGUF and means f16 for checkpoints.
+    pub matrix_type: Option<GgmlType>,
+    /// Overrides for expert matrices: `expert_types[layer][expert]`.
+    pub expert_types: Option<Vec<Vec<GgmlType>>>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            matrix_type: None,
+            expert_types: None,
+            progress: true,
+        }
+    }
+}
+
+/// What a conversion wrote.
+#[derive(Clone, Debug)]
+pub struct ConvertReport {
+    pub config: ModelConfig,
+    pub tensors: usize,
+    pub bytes_written: u64,
+    pub expert_bytes: u64,
+}
+
+/// The role of a tensor, which decides the type it is stored as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Norm weights, biases, routers: always f32.
+    Small,
+    /// Attention and embedding matrices.
+    Matrix,
+    /// An expert matrix of (layer, expert).
+    Expert(usize, usize),
+}
+
+/// A tensor to write, with the function that produces its values as f32 (row-major,
+/// `dims[0]` fastest), or its bytes already in the target type.
+struct Planned<'a> {
+    name: String,
+    dims: Vec<u64>,
+    role: Role,
+    source_type: GgmlType,
+    produce: Box<dyn Fn() -> Result<Payload> + 'a>,
+}
+
+enum Payload {
+    F32(Vec<f32>),
+    /// Bytes already encoded as `Planned::source_type`.
+    Raw(Vec<u8>),
+}
+
+/// Converts `input` (a Hugging Face checkpoint directory or a GGUF file) to `output`.
+pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+    if input.is_dir() {
+        from_hf::convert(input, output, opts)
+    } else {
+        from_gguf::convert(input, output, opts)
+    }
+}
+
+/// The type a tensor of `role` is stored as, falling back to a float type when its rows are
+/// not a whole number of quantisation blocks.
+fn target_type(
+    role: Role,
+    dims: &[u64],
+    source: GgmlType,
+    opts: &ConvertOptions,
+    keep_source: GgmlType,
+) -> GgmlType {
+    let wanted = match role {
+        Role::Small => return GgmlType::F32,
+        Role::Matrix => opts.matrix_type.unwrap_or(keep_source),
+        Role::Expert(l, e) => opts
+            .expert_types
+            .as_ref()
+            .and_then(|t| t.get(l).and_then(|r| r.get(e)).copied())
+            .or(opts.matrix_type)
+            .unwrap_or(keep_source),
+    };
+    let _ = source;
+    if dims[0] % wanted.block_len() as u64 != 0 {
+        GgmlType::F16
+    } else {
+        wanted
+    }
+}
+
+/// Writes the planned tensors with `metadata` (the model config's keys are added here).
+fn write(
+    output: &Path,
+    config: &ModelConfig,
+    mut metadata: Vec<(String, GgufValue)>,
+    plan: Vec<Planned<'_>>,
+    opts: &ConvertOptions,
+    keep_source: bool,
+) -> Result<ConvertReport> {
+    let mut meta = config.gguf_metadata();
+    meta.push(("general.alignment".into(), GgufValue::U32(ALIGNMENT)));
+    meta.push((
+        "edgemoe.format_version".into(),
+        GgufValue::U32(FORMAT_VERSION),
+    ));
+    metadata.retain(|(k, _)| !meta.iter().any(|(m, _)| m == k));
+    meta.extend(metadata);
+    let types: Vec<GgmlType> = plan
+        .iter()
+        .map(|p| {
+            let keep = if keep_source {
+                p.source_type
+            } else {
+                GgmlType::F16
+            };
+            target_type(p.role, &p.dims, p.source_type, opts, keep)
+        })
+        .collect();
+    let specs: Vec<TensorSpec> = plan
+        .iter()
+        .zip(&types)
+        .map(|(p, &ty)| TensorSpec {
+            name: p.name.clone(),
+            dims: p.dims.clone(),
+            ty,
+        })
+        .collect();
+    let mut total = 0u64;
+    let mut expert_bytes = 0u64;
+    for (s, p) in specs.iter().zip(&plan) {
+        let size = s.size()?;
+        total += size;
+        if matches!(p.role, Role::Expert(..)) {
+            expert_bytes += size;
+        }
+    }
+    let bar = if opts.progress {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>24} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let n_tensors = specs.len();
+    let mut writer = GgufWriter::create(output, &meta, specs.clone())?;
+    for ((p, spec), ty) in plan.iter().zip(&specs).zip(types) {
+        bar.set_message(p.name.clone());
+        let bytes = match (p.produce)()? {
+            Payload::Raw(raw) if ty == p.source_type => raw,
+            Payload::Raw(raw) => {
+                let n = spec.dims.iter().product::<u64>() as usize;
+                let mut values = vec![0f32; n];
+                decode_rows(p.source_type, &raw, spec.dims[0] as usize, &mut values)?;
+                encode_rows(ty, &values, spec.dims[0] as usize)?
+            }
+            Payload::F32(values) => encode_rows(ty, &values, spec.dims[0] as usize)?,
+        };
+        writer.write_tensor(&bytes)?;
+        bar.inc(bytes.len() as u64);
+    }
+    writer.finish()?;
+    bar.finish_and_clear();
+    Ok(ConvertReport {
+        config: config.clone(),
+        tensors: n_tensors,
+        bytes_written: std::fs::metadata(output).map(|m| m.len()).unwrap_or(0),
+        expert_bytes,
+    })
+}
+
+/// Decodes rows of `row_len` elements of `ty`.
+fn decode_rows(ty: GgmlType, raw: &[u8], row_len: usize, out: &mut [f32]) -> Result<()> {
+    let rb = ty.row_bytes(row_len)?;
+    if raw.len() != rb * (out.len() / row_len.max(1)) {
+        return Err(Error::Shape(format!(
+            "{} bytes are not {} rows of {ty}",
+            raw.len(),
+            out.len() / row_len.max(1)
+        )));
+    }
+    for (src, dst) in raw.chunks_exact(rb).zip(out.chunks_exact_mut(row_len)) {
+        float::dequantize(ty, src, dst)?;
+    }
+    Ok(())
+}
+
+/// Encodes rows of `row_len` f32 values as `ty`.
+fn encode_rows(ty: GgmlType, values: &[f32], row_len: usize) -> Result<Vec<u8>> {
+    let rb = ty.row_bytes(row_len)?;
+    let rows = values.len() / row_len.max(1);
+    let mut out = vec![0u8; rb * rows];
+    for (src, dst) in values.chunks_exact(row_len).zip(out.chunks_exact_mut(rb)) {
+        float::quantize(ty, src, dst)?;
+    }
+    Ok(out)
+}
