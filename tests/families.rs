@@ -98,3 +98,26 @@ fn batched_prompt_equals_token_by_token() {
         }
     }
 }
+
+#[test]
+fn lookahead_and_cancel_do_not_change_results() {
+    for family in FAMILIES {
+        let model = Arc::new(Model::load(&fixture(family).join("stock-f32.gguf")).unwrap());
+        let ids = &reference(family).prompts[1].ids;
+        let mut plain = Session::new(model.clone(), Some(32)).unwrap();
+        let want = plain.eval(ids, true).unwrap().to_vec();
+        let mut s = Session::new(model.clone(), Some(32)).unwrap();
+        s.set_lookahead(2);
+        s.cancel_handle().cancel();
+        assert!(matches!(s.eval(ids, true), Err(edgemoe::Error::Cancelled)));
+        assert_eq!(
+            s.position(),
+            0,
+            "a cancelled evaluation leaves the cache as it was"
+        );
+        assert_eq!(s.eval(ids, true).unwrap(), &want[..], "{family}");
+        let p = s.prediction_stats();
+        assert!(p.used.iter().sum::<u64>() > 0);
+        assert!((0.0..=1.0).contains(&p.recall()) && (0.0..=1.0).contains(&p.precision()));
+    }
+}

@@ -10,4 +10,4 @@ pub use arch::Family;
 pub use config::ModelConfig;
 pub use experts::{ExpertDirectory, ExpertSource, ExpertView};
 pub use model::Model;
-pub use session::{Routing, RoutingObserver, RoutingTrace, Session};
+pub use session::{CancelHandle, PredictionStats, Routing, RoutingObserver, RoutingTrace, Session};

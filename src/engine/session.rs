@@ -6,6 +6,7 @@
 //! kernels in the same order whether it is alone or in a batch, so a prompt evaluated at once
 //! and token by token gives bit-identical logits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::arch::{QkNorm, RopeStyle};
@@ -85,6 +86,45 @@ pub struct Session {
     scratch: Scratch,
     inv_freq: Vec<f32>,
     observer: Option<Box<dyn RoutingObserver>>,
+    lookahead: usize,
+    /// Experts predicted for each layer by the router look-ahead, not yet checked.
+    predicted: Vec<Vec<usize>>,
+    prediction: PredictionStats,
+    cancel: Arc<AtomicBool>,
+}
+
+/// How well the router look-ahead predicted each layer's experts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PredictionStats {
+    /// Per layer: experts predicted (summed over predictions made).
+    pub predicted: Vec<u64>,
+    /// Per layer: experts used (in batches that had a prediction).
+    pub used: Vec<u64>,
+    /// Per layer: experts both predicted and used.
+    pub correct: Vec<u64>,
+}
+
+impl PredictionStats {
+    /// Share of used experts that had been predicted, over all layers.
+    pub fn recall(&self) -> f64 {
+        self.correct.iter().sum::<u64>() as f64 / self.used.iter().sum::<u64>().max(1) as f64
+    }
+
+    /// Share of predicted experts that were used, over all layers.
+    pub fn precision(&self) -> f64 {
+        self.correct.iter().sum::<u64>() as f64 / self.predicted.iter().sum::<u64>().max(1) as f64
+    }
+}
+
+/// Cancels a session's work from another thread.
+#[derive(Clone, Debug)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    /// Makes the session's current (or next) evaluation stop with [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Session {
@@ -98,6 +138,7 @@ impl Session {
             ));
         }
         let kv_dim = c.n_kv_heads * c.head_dim;
+        let n_layers = c.n_layers;
         let cache = (0..c.n_layers)
             .map(|_| LayerCache {
                 k: vec![0.0; capacity * kv_dim],
@@ -117,6 +158,14 @@ impl Session {
             scratch: Scratch::default(),
             inv_freq,
             observer: None,
+            lookahead: 0,
+            predicted: vec![Vec::new(); n_layers],
+            prediction: PredictionStats {
+                predicted: vec![0; n_layers],
+                used: vec![0; n_layers],
+                correct: vec![0; n_layers],
+            },
+            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -138,11 +187,28 @@ impl Session {
     /// Forgets the conversation (keeps the allocations).
     pub fn reset(&mut self) {
         self.position = 0;
+        self.predicted.iter_mut().for_each(Vec::clear);
     }
 
     /// Drops tokens after `position` from the cache, so generation can resume from there.
     pub fn truncate(&mut self, position: usize) {
         self.position = self.position.min(position);
+    }
+
+    /// Predict experts `depth` layers ahead by applying their routers to the current hidden
+    /// state, and ask the expert source to preload them (0 turns prediction off).
+    pub fn set_lookahead(&mut self, depth: usize) {
+        self.lookahead = depth;
+    }
+
+    /// Accuracy of the router look-ahead so far.
+    pub fn prediction_stats(&self) -> &PredictionStats {
+        &self.prediction
+    }
+
+    /// A handle that cancels this session's evaluations from any thread.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.cancel.clone())
     }
 
     /// Installs (or removes) an observer of routing decisions; returns the previous one.
@@ -187,6 +253,9 @@ impl Session {
         }
         let result = (|| {
             for l in 0..c.n_layers {
+                if self.cancel.swap(false, Ordering::SeqCst) {
+                    return Err(Error::Cancelled);
+                }
                 self.attention(&model, l, &mut x[..n * h], n)?;
                 self.moe(&model, l, &mut x[..n * h], n)?;
             }
@@ -352,6 +421,8 @@ impl Session {
             used.sort_unstable();
             used.dedup();
             model.experts.prefetch(l, &used);
+            self.check_prediction(l, &used);
+            self.look_ahead(model, l, x, n);
             grow(&mut s.expert_out, n * k * h);
             grow(&mut s.ffn_a, c.expert_ffn.max(c.shared_ffn));
             grow(&mut s.ffn_b, c.expert_ffn.max(c.shared_ffn));
@@ -404,6 +475,50 @@ impl Session {
         })();
         self.scratch = s;
         result
+    }
+
+    /// Scores the prediction made earlier for layer `l` against the experts it used.
+    fn check_prediction(&mut self, l: usize, used: &[usize]) {
+        let predicted = std::mem::take(&mut self.predicted[l]);
+        if predicted.is_empty() {
+            return;
+        }
+        let p = &mut self.prediction;
+        p.predicted[l] += predicted.len() as u64;
+        p.used[l] += used.len() as u64;
+        p.correct[l] += used.iter().filter(|e| predicted.contains(e)).count() as u64;
+    }
+
+    /// Applies the routers of the next `lookahead` layers to the hidden state entering this
+    /// layer's experts, and preloads the experts they choose.
+    fn look_ahead(&mut self, model: &Model, l: usize, x: &[f32], n: usize) {
+        let c = &model.config;
+        let h = c.hidden;
+        let mut hbuf = vec![0f32; h];
+        let mut logits = vec![0f32; c.n_experts];
+        let mut top = Vec::new();
+        for m in l + 1..(l + 1 + self.lookahead).min(c.n_layers) {
+            let w = &model.layers[m];
+            let mut set: Vec<usize> = Vec::new();
+            for t in 0..n {
+                ops::rms_norm(&x[t * h..(t + 1) * h], &w.ffn_norm, c.norm_eps, &mut hbuf);
+                matvec(
+                    w.router.as_ref(),
+                    &hbuf,
+                    &mut logits,
+                    &mut self.scratch.matvec,
+                );
+                select_top_k(&logits, c.n_experts_used, &mut top);
+                set.extend_from_slice(&top);
+            }
+            set.sort_unstable();
+            set.dedup();
+            model.experts.prefetch(m, &set);
+            let slot = &mut self.predicted[m];
+            slot.extend_from_slice(&set);
+            slot.sort_unstable();
+            slot.dedup();
+        }
     }
 
     fn output(&mut self, model: &Model, x: &[f32], n: usize, all_logits: bool) {
