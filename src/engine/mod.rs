@@ -9,5 +9,5 @@ pub mod session;
 pub use arch::Family;
 pub use config::ModelConfig;
 pub use experts::{ExpertDirectory, ExpertSource, ExpertView};
-pub use model::Model;
+pub use model::{Backend, LoadOptions, Model};
 pub use session::{CancelHandle, PredictionStats, Routing, RoutingObserver, RoutingTrace, Session};

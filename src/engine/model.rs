@@ -54,13 +54,57 @@ pub struct Model {
     pub resident_bytes: u64,
 }
 
-/// Reads tensors out of a GGUF file with shape checks.
-struct TensorLoader<'a> {
-    file: &'a GgufFile,
-    bytes: u64,
+/// Where experts are served from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// Streamed with the best backend available when a memory budget is set, else resident.
+    #[default]
+    Auto,
+    /// Every expert in memory (the mapped file).
+    Resident,
+    /// Streamed through io_uring (Linux).
+    IoUring,
+    /// Streamed through a pool of positioned reads.
+    Pread,
+    /// Streamed by copying from a memory map.
+    Mmap,
 }
 
-impl<'a> TensorLoader<'a> {
+/// How to load a model.
+#[derive(Default)]
+pub struct LoadOptions<'a> {
+    /// Bytes the model may use in all; `None` for no limit.
+    pub memory_budget: Option<u64>,
+    pub backend: Backend,
+    /// Kernel threads; 0 for the default.
+    pub threads: usize,
+    /// Lock the expert pool in memory where the OS allows.
+    pub mlock: bool,
+    /// Called with the fraction loaded; returning false cancels the load.
+    pub progress: Option<&'a mut dyn FnMut(f32) -> bool>,
+}
+
+/// Reads tensors out of a GGUF file with shape checks.
+struct TensorLoader<'a, 'p> {
+    file: &'a GgufFile,
+    bytes: u64,
+    progress: Option<&'p mut dyn FnMut(f32) -> bool>,
+    loaded: u64,
+    total: u64,
+}
+
+impl<'a> TensorLoader<'a, '_> {
+    /// Reports progress after `bytes` more were loaded; errors when the host cancels.
+    fn advance(&mut self, bytes: u64) -> Result<()> {
+        self.loaded += bytes;
+        if let Some(p) = self.progress.as_mut() {
+            if !p(self.loaded as f32 / self.total.max(1) as f32) {
+                return Err(Error::Cancelled);
+            }
+        }
+        Ok(())
+    }
+
     fn info(&self, name: &str) -> Result<&'a TensorInfo> {
         let file: &'a GgufFile = self.file;
         file.tensor(name)
@@ -91,6 +135,7 @@ impl<'a> TensorLoader<'a> {
             )));
         }
         self.bytes += t.size;
+        self.advance(t.size)?;
         Ok(Matrix {
             ty: t.ty,
             rows,
@@ -106,6 +151,7 @@ impl<'a> TensorLoader<'a> {
         let mut out = vec![0f32; len];
         float::dequantize(t.ty, self.file.data(t), &mut out)?;
         self.bytes += (len * 4) as u64;
+        self.advance(t.size)?;
         Ok(out)
     }
 
@@ -121,7 +167,30 @@ impl Model {
     /// Loads a GGUF file (edgemoe's layout or llama.cpp's) with every expert served from the
     /// memory-mapped file.
     pub fn load(path: &Path) -> Result<Model> {
+        Self::load_with(path, LoadOptions::default())
+    }
+
+    /// Loads a GGUF file with options (memory budget, backend, progress).
+    pub fn load_with(path: &Path, opts: LoadOptions<'_>) -> Result<Model> {
         let file = Arc::new(GgufFile::open(path)?);
+        Self::load_file(file, opts)
+    }
+
+    /// Loads a GGUF file that occupies `len` bytes at `offset` of an open file (an Android
+    /// asset, a content URI's descriptor).
+    pub fn load_region(
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+        opts: LoadOptions<'_>,
+    ) -> Result<Model> {
+        let file = Arc::new(GgufFile::from_region(file, offset, len)?);
+        Self::load_file(file, opts)
+    }
+
+    fn load_file(file: Arc<GgufFile>, mut opts: LoadOptions<'_>) -> Result<Model> {
+        let path = file.path.clone();
+        let path = path.as_path();
         let config = ModelConfig::from_gguf(&file.header, path)?;
         let directory = Arc::new(ExpertDirectory::from_gguf(&file.header, &config, path)?);
         for loc in directory.iter() {
@@ -135,7 +204,7 @@ impl Model {
             }
         }
         let experts = Box::new(ResidentExperts::new(file.clone(), directory.clone()));
-        Self::from_parts(file, config, directory, experts)
+        Self::build(file, config, directory, experts, opts.progress.take())
     }
 
     /// Builds a model around an expert source of the caller's choosing.
@@ -145,10 +214,30 @@ impl Model {
         directory: Arc<ExpertDirectory>,
         experts: Box<dyn ExpertSource>,
     ) -> Result<Model> {
+        Self::build(file, config, directory, experts, None)
+    }
+
+    fn build(
+        file: Arc<GgufFile>,
+        config: ModelConfig,
+        directory: Arc<ExpertDirectory>,
+        experts: Box<dyn ExpertSource>,
+        progress: Option<&mut dyn FnMut(f32) -> bool>,
+    ) -> Result<Model> {
         let c = &config;
+        let total = file
+            .header
+            .tensors
+            .iter()
+            .map(|t| t.size)
+            .sum::<u64>()
+            .saturating_sub(directory.total_bytes());
         let mut ld = TensorLoader {
             file: &file,
             bytes: 0,
+            progress,
+            loaded: 0,
+            total,
         };
         let (h, hd) = (c.hidden, c.head_dim);
         let q_dim = c.n_heads * hd;

@@ -630,6 +630,29 @@ impl GgufFile {
         })
     }
 
+    /// Maps and parses the `len` bytes at `offset` of an open file. Offsets in the result are
+    /// relative to `offset`.
+    pub fn from_region(file: std::fs::File, offset: u64, len: u64) -> Result<Self> {
+        let path = PathBuf::from(format!("<descriptor region {offset}+{len}>"));
+        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > file_len) || len == 0 {
+            return Err(Error::invalid_file(
+                &path,
+                format!("region lies outside the {file_len}-byte file"),
+            ));
+        }
+        // SAFETY: as in `open`: a read-only private map of a file edgemoe never writes.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(len as usize)
+                .map(&file)
+        }
+        .map_err(|e| Error::io(&path, e))?;
+        let header = GgufHeader::parse(&map, &path)?;
+        Ok(GgufFile { path, header, map })
+    }
+
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         &self.map
