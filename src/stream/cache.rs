@@ -1,0 +1,354 @@
+//! Eviction policies for the expert cache, and a replay tool that scores them against
+//! Belady's optimum on a recorded routing trace.
+//!
+//! Every policy is a *keep score* over the same bookkeeping (last access, access count, the
+//! expert's layer relative to the layer running): the candidate with the lowest score is
+//! evicted. That keeps the live cache (which also honours pins and preload protection) and the
+//! replay simulator on one code path.
+
+use std::collections::HashMap;
+
+/// (layer, expert).
+pub type Key = (usize, usize);
+
+/// What the cache knows about one expert's use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessInfo {
+    /// Logical time of the last access (0: never).
+    pub last: u64,
+    /// Accesses since the source was opened (kept across evictions: activation frequency).
+    pub freq: u64,
+}
+
+/// What a policy may look at besides the candidate.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyContext {
+    /// Logical time now (one tick per access).
+    pub now: u64,
+    /// The layer whose experts are being fetched.
+    pub current_layer: usize,
+    pub n_layers: usize,
+    /// Largest `freq` of any expert, for normalising.
+    pub max_freq: u64,
+}
+
+impl PolicyContext {
+    /// Forward layer distance `(layer - current) mod n_layers`: 0 for the running layer,
+    /// `n_layers - 1` for the one that just ran (needed again only on the next token).
+    pub fn distance(&self, layer: usize) -> usize {
+        let n = self.n_layers.max(1);
+        (layer + n - self.current_layer % n) % n
+    }
+}
+
+/// Decides which expert leaves the cache.
+pub trait EvictionPolicy: Send {
+    fn name(&self) -> &'static str;
+    /// How much keeping `key` is worth; the lowest score is evicted.
+    fn keep_score(&self, key: Key, info: &AccessInfo, cx: &PolicyContext) -> f64;
+}
+
+/// Which policy to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// EdgeMoE: activation frequency weighted by forward layer distance.
+    EdgeMoe,
+    Lru,
+    Lfu,
+    /// HOBBIT-style weighted mix of recency, frequency and layer distance.
+    Hobbit,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::EdgeMoe,
+        PolicyKind::Lru,
+        PolicyKind::Lfu,
+        PolicyKind::Hobbit,
+    ];
+
+    /// Parses `edgemoe`, `lru`, `lfu`, `hobbit`.
+    pub fn parse(s: &str) -> Option<PolicyKind> {
+        match s {
+            "edgemoe" => Some(PolicyKind::EdgeMoe),
+            "lru" => Some(PolicyKind::Lru),
+            "lfu" => Some(PolicyKind::Lfu),
+            "hobbit" => Some(PolicyKind::Hobbit),
+            _ => None,
+        }
+    }
+
+    pub fn build(self) -> Box<dyn EvictionPolicy> {
+        match self {
+            PolicyKind::EdgeMoe => Box::new(EdgeMoe),
+            PolicyKind::Lru => Box::new(Lru),
+            PolicyKind::Lfu => Box::new(Lfu),
+            PolicyKind::Hobbit => Box::new(Hobbit::default()),
+        }
+    }
+}
+
+/// Least recently used.
+pub struct Lru;
+
+impl EvictionPolicy for Lru {
+    fn name(&self) -> &'static str {
+        "lru"
+    }
+    fn keep_score(&self, _: Key, info: &AccessInfo, _: &PolicyContext) -> f64 {
+        info.last as f64
+    }
+}
+
+/// Least frequently used; ties broken by recency.
+pub struct Lfu;
+
+impl EvictionPolicy for Lfu {
+    fn name(&self) -> &'static str {
+        "lfu"
+    }
+    fn keep_score(&self, _: Key, info: &AccessInfo, cx: &PolicyContext) -> f64 {
+        info.freq as f64 + info.last as f64 / (cx.now as f64 + 1.0)
+    }
+}
+
+/// EdgeMoE: keep frequently activated experts of layers about to run. The paper's printed
+/// formula is inverted (and divides by zero for the running layer); we use
+/// `freq / (1 + d)` with the forward distance `d = (l - current) mod n_layers`.
+pub struct EdgeMoe;
+
+impl EvictionPolicy for EdgeMoe {
+    fn name(&self) -> &'static str {
+        "edgemoe"
+    }
+    fn keep_score(&self, (layer, _): Key, info: &AccessInfo, cx: &PolicyContext) -> f64 {
+        let d = cx.distance(layer) as f64;
+        // Recency breaks ties between equal frequencies at equal distance.
+        (info.freq as f64 + info.last as f64 / (cx.now as f64 + 1.0)) / (1.0 + d)
+    }
+}
+
+/// HOBBIT-style mix: each term normalised to [0, 1], then weighted.
+pub struct Hobbit {
+    pub w_recency: f64,
+    pub w_frequency: f64,
+    pub w_distance: f64,
+}
+
+impl Default for Hobbit {
+    fn default() -> Self {
+        Hobbit {
+            w_recency: 0.4,
+            w_frequency: 0.3,
+            w_distance: 0.3,
+        }
+    }
+}
+
+impl EvictionPolicy for Hobbit {
+    fn name(&self) -> &'static str {
+        "hobbit"
+    }
+    fn keep_score(&self, (layer, _): Key, info: &AccessInfo, cx: &PolicyContext) -> f64 {
+        let age = cx.now.saturating_sub(info.last) as f64;
+        let recency = 1.0 / (1.0 + age);
+        let frequency = info.freq as f64 / cx.max_freq.max(1) as f64;
+        let closeness = 1.0 - cx.distance(layer) as f64 / cx.n_layers.max(1) as f64;
+        self.w_recency * recency + self.w_frequency * frequency + self.w_distance * closeness
+    }
+}
+
+/// Hits and accesses of one replay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub accesses: u64,
+    pub hits: u64,
+}
+
+impl ReplayStats {
+    pub fn hit_rate(&self) -> f64 {
+        if self.accesses == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.accesses as f64
+        }
+    }
+}
+
+/// Replays `trace` (the sequence of (layer, expert) fetches) through a cache of `slots`
+/// experts under `policy`, starting cold.
+pub fn replay(
+    trace: &[Key],
+    n_layers: usize,
+    slots: usize,
+    policy: &dyn EvictionPolicy,
+) -> ReplayStats {
+    let mut stats = ReplayStats::default();
+    let mut info: HashMap<Key, AccessInfo> = HashMap::new();
+    let mut cached: Vec<Key> = Vec::with_capacity(slots);
+    let mut max_freq = 0;
+    for (t, &key) in trace.iter().enumerate() {
+        let now = t as u64 + 1;
+        stats.accesses += 1;
+        if cached.contains(&key) {
+            stats.hits += 1;
+        } else if slots > 0 {
+            if cached.len() == slots {
+                let cx = PolicyContext {
+                    now,
+                    current_layer: key.0,
+                    n_layers,
+                    max_freq,
+                };
+                let victim = (0..cached.len())
+                    .min_by(|&a, &b| {
+                        let sa = policy.keep_score(cached[a], &info[&cached[a]], &cx);
+                        let sb = policy.keep_score(cached[b], &info[&cached[b]], &cx);
+                        sa.total_cmp(&sb)
+                    })
+                    .expect("cache is full, so not empty");
+                cached.swap_remove(victim);
+            }
+            cached.push(key);
+        }
+        let i = info.entry(key).or_default();
+        i.last = now;
+        i.freq += 1;
+        max_freq = max_freq.max(i.freq);
+    }
+    stats
+}
+
+/// Belady's MIN: on a miss with a full cache, evict the expert used farthest in the future
+/// (or never). The optimum any policy without preloading can reach.
+pub fn belady(trace: &[Key], slots: usize) -> ReplayStats {
+    // next_use[t]: the next index after t at which trace[t] is accessed again.
+    let mut next_use = vec![usize::MAX; trace.len()];
+    let mut seen: HashMap<Key, usize> = HashMap::new();
+    for (t, &key) in trace.iter().enumerate().rev() {
+        if let Some(&n) = seen.get(&key) {
+            next_use[t] = n;
+        }
+        seen.insert(key, t);
+    }
+    let mut stats = ReplayStats::default();
+    // (key, its next use)
+    let mut cached: Vec<(Key, usize)> = Vec::with_capacity(slots);
+    for (t, &key) in trace.iter().enumerate() {
+        stats.accesses += 1;
+        if let Some(c) = cached.iter_mut().find(|c| c.0 == key) {
+            stats.hits += 1;
+            c.1 = next_use[t];
+        } else if slots > 0 {
+            if cached.len() == slots {
+                let victim = (0..cached.len())
+                    .max_by_key(|&i| cached[i].1)
+                    .expect("cache is full, so not empty");
+                cached.swap_remove(victim);
+            }
+            cached.push((key, next_use[t]));
+        }
+    }
+    stats
+}
+
+/// Scores every policy and Belady's MIN on the same trace and cache size.
+pub fn compare_policies(
+    trace: &[Key],
+    n_layers: usize,
+    slots: usize,
+) -> Vec<(&'static str, ReplayStats)> {
+    let mut out: Vec<_> = PolicyKind::ALL
+        .iter()
+        .map(|k| {
+            let p = k.build();
+            (p.name(), replay(trace, n_layers, slots, p.as_ref()))
+        })
+        .collect();
+    out.push(("belady", belady(trace, slots)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &[usize]) -> Vec<Key> {
+        v.iter().map(|&e| (0, e)).collect()
+    }
+
+    #[test]
+    fn belady_textbook_example() {
+        // The classic reference string with 3 frames: MIN takes 9 faults out of 20.
+        let trace = keys(&[7, 0, 1, 2, 0, 3, 0, 4, 2, 3, 0, 3, 2, 1, 2, 0, 1, 7, 0, 1]);
+        let s = belady(&trace, 3);
+        assert_eq!(s.accesses, 20);
+        assert_eq!(s.accesses - s.hits, 9);
+        // LRU on the same string takes 12 faults.
+        let lru = replay(&trace, 1, 3, &Lru);
+        assert_eq!(lru.accesses - lru.hits, 12);
+    }
+
+    #[test]
+    fn lfu_keeps_the_frequent_expert() {
+        // 1 is hot; LRU evicts it on the scan, LFU keeps it.
+        let trace = keys(&[1, 1, 1, 2, 3, 1, 4, 1, 5, 1]);
+        let lfu = replay(&trace, 1, 2, &Lfu);
+        let lru = replay(&trace, 1, 2, &Lru);
+        assert!(lfu.hits >= lru.hits, "lfu {lfu:?} lru {lru:?}");
+        assert_eq!(lfu.hits, 5);
+    }
+
+    #[test]
+    fn no_policy_beats_belady() {
+        // A pseudo-random two-layer trace.
+        let mut x = 12345u64;
+        let trace: Vec<Key> = (0..400)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (i % 2, ((x >> 33) % 6) as usize)
+            })
+            .collect();
+        for slots in [1, 2, 4, 8, 12] {
+            let all = compare_policies(&trace, 2, slots);
+            let best = all.last().unwrap().1.hits;
+            for (name, s) in &all {
+                assert!(s.hits <= best, "{name} beats belady at {slots} slots");
+                assert_eq!(s.accesses, 400);
+            }
+            if slots >= 12 {
+                // Everything fits: only the 12 cold misses.
+                assert!(all.iter().all(|(_, s)| s.hits == 400 - 12));
+            }
+        }
+    }
+
+    #[test]
+    fn edgemoe_keeps_experts_of_the_next_layer() {
+        // Running layer 0 of 3: layer 1 runs next (distance 1), layer 2 last (distance 2).
+        let cx = PolicyContext {
+            now: 10,
+            current_layer: 0,
+            n_layers: 3,
+            max_freq: 1,
+        };
+        let info = AccessInfo { last: 5, freq: 1 };
+        let near = EdgeMoe.keep_score((1, 0), &info, &cx);
+        let far = EdgeMoe.keep_score((2, 0), &info, &cx);
+        assert!(near > far);
+        assert_eq!(cx.distance(0), 0);
+        assert_eq!(cx.distance(2), 2);
+        let h_near = Hobbit::default().keep_score((1, 0), &info, &cx);
+        let h_far = Hobbit::default().keep_score((2, 0), &info, &cx);
+        assert!(h_near > h_far);
+    }
+
+    #[test]
+    fn zero_slots_never_hit() {
+        let trace = keys(&[1, 1, 1]);
+        assert_eq!(belady(&trace, 0).hits, 0);
+        assert_eq!(replay(&trace, 1, 0, &Lru).hits, 0);
+    }
+}

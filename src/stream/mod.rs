@@ -1,0 +1,834 @@
+//! Expert streaming: experts are read from storage into a fixed, pinned pool of slots that is
+//! also the expert cache (the EdgeMoE design), so a model larger than memory runs within a
+//! fixed budget.
+//!
+//! [`StreamedExperts`] implements [`ExpertSource`]. Each expert has a precomputed *read plan*:
+//! one aligned read of its span in edgemoe's packed layout, or three (gate, up, down) in
+//! llama.cpp's merged layout, each the 4096-aligned superset of the bytes wanted, laid out in
+//! the slot so a view can start at the right offset inside it.
+//!
+//! Concurrency: one mutex over the cache state, never held while waiting for I/O; a second
+//! mutex serialises consumption of completions (whoever waits for a read holds it, others
+//! reap opportunistically with `try_lock`), so no completion is lost between threads.
+
+pub mod backend;
+pub mod cache;
+mod mmap;
+pub mod pool;
+mod pread;
+#[cfg(all(target_os = "linux", not(target_os = "android")))]
+mod uring;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub use backend::{open_backend, Backend, BackendKind, Completion, ReadRequest};
+pub use cache::{
+    belady, compare_policies, replay, AccessInfo, EvictionPolicy, Key, PolicyContext, PolicyKind,
+    ReplayStats,
+};
+pub use pool::{SlotPool, ALIGN};
+
+use crate::engine::experts::{ExpertLoc, MatrixLoc};
+use crate::engine::{ExpertDirectory, ExpertSource, ExpertView, ModelConfig};
+use crate::format::GgufFile;
+use crate::{Error, Result};
+use pool::{align_down, align_up};
+
+/// How to stream experts.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// Bytes of the expert pool (rounded down to whole slots).
+    pub pool_bytes: u64,
+    pub backend: BackendKind,
+    pub policy: PolicyKind,
+    /// Reads in flight at once (io_uring uses at least 8; the pread pool uses up to 4
+    /// threads).
+    pub queue_depth: usize,
+    /// Pin the pool in RAM where `RLIMIT_MEMLOCK` allows.
+    pub mlock: bool,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            pool_bytes: 256 << 20,
+            backend: BackendKind::Auto,
+            policy: PolicyKind::Lru,
+            queue_depth: 16,
+            mlock: true,
+        }
+    }
+}
+
+/// What streaming did, cumulative since open or the last [`StreamedExperts::reset_stats`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamStats {
+    /// Expert fetches by the forward pass.
+    pub gets: u64,
+    /// Fetches whose expert was already loaded (no waiting).
+    pub hits: u64,
+    /// Fetches that had to wait for a read (a demand read or a preload still in flight).
+    pub misses: u64,
+    /// Fetches served by a preload (loaded or still in flight).
+    pub preload_hits: u64,
+    /// Experts read because of `prefetch`.
+    pub preloads: u64,
+    /// Preloaded experts evicted or passed over without being used.
+    pub wasted_preloads: u64,
+    /// Completed read requests and their bytes (aligned, as read from storage).
+    pub reads: u64,
+    pub bytes_read: u64,
+    /// Reads that failed.
+    pub read_errors: u64,
+    /// Time the forward pass spent blocked on I/O.
+    pub io_wait: Duration,
+    /// Wall time with at least one read in flight.
+    pub io_busy: Duration,
+}
+
+impl StreamStats {
+    /// Fraction of fetches that did not wait.
+    pub fn hit_rate(&self) -> f64 {
+        if self.gets == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.gets as f64
+        }
+    }
+
+    /// Achieved read bandwidth in bytes per second (bytes read over time with reads in
+    /// flight).
+    pub fn read_bandwidth(&self) -> f64 {
+        let t = self.io_busy.as_secs_f64();
+        if t > 0.0 {
+            self.bytes_read as f64 / t
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The reads that bring one expert into a slot, and where its matrices land in the slot.
+#[derive(Clone, Debug)]
+struct Plan {
+    /// (file offset, length, offset in slot), all 4096-aligned.
+    reads: Vec<(u64, usize, usize)>,
+    /// The expert's location with offsets relative to the slot start.
+    loc: ExpertLoc,
+}
+
+impl Plan {
+    fn new(loc: &ExpertLoc) -> Plan {
+        let rel = |m: &MatrixLoc, offset: u64| MatrixLoc { offset, ..*m };
+        if loc.is_packed() {
+            let (start, end) = loc.span();
+            let a = align_down(start);
+            let b = align_up(end);
+            Plan {
+                reads: vec![(a, (b - a) as usize, 0)],
+                loc: ExpertLoc {
+                    gate: rel(&loc.gate, loc.gate.offset - a),
+                    up: rel(&loc.up, loc.up.offset - a),
+                    down: rel(&loc.down, loc.down.offset - a),
+                },
+            }
+        } else {
+            let mut reads = Vec::with_capacity(3);
+            let mut at = 0u64;
+            let mut place = |m: &MatrixLoc| {
+                let a = align_down(m.offset);
+                let b = align_up(m.offset + m.len);
+                reads.push((a, (b - a) as usize, at as usize));
+                let r = rel(m, at + (m.offset - a));
+                at += b - a;
+                r
+            };
+            let (gate, up, down) = (place(&loc.gate), place(&loc.up), place(&loc.down));
+            Plan {
+                reads,
+                loc: ExpertLoc { gate, up, down },
+            }
+        }
+    }
+
+    /// Bytes of slot this plan fills.
+    fn slot_bytes(&self) -> u64 {
+        self.reads
+            .iter()
+            .map(|&(_, len, at)| (at + len) as u64)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Bytes of one pool slot for `directory`: the largest expert's aligned read plan.
+pub fn slot_bytes(directory: &ExpertDirectory) -> u64 {
+    directory
+        .iter()
+        .map(|l| Plan::new(l).slot_bytes())
+        .max()
+        .unwrap_or(ALIGN)
+        .max(ALIGN)
+}
+
+/// The smallest pool that can serve a model whose layers use `n_experts_used` experts per
+/// token: that many slots.
+pub fn min_pool_bytes(directory: &ExpertDirectory, n_experts_used: usize) -> u64 {
+    slot_bytes(directory) * n_experts_used.max(1) as u64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Empty,
+    Loading,
+    Ready,
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: Option<usize>,
+    phase: Phase,
+    /// Views in use + waiters + one while reads are in flight.
+    pins: u32,
+    parts_left: u32,
+    /// Tags of this slot's reads still in flight.
+    tags: Vec<u64>,
+    /// The first error of the current load.
+    failed: Option<(io::ErrorKind, String)>,
+    /// After a failed load, the error for threads that were waiting on it.
+    error: Option<(io::ErrorKind, String)>,
+    /// Predicted for this layer and not used yet: not evicted while other candidates exist.
+    protected: Option<usize>,
+    /// Read by a prefetch and not used yet.
+    preloaded: bool,
+}
+
+const NONE: u32 = u32::MAX;
+
+struct State {
+    pool: Arc<SlotPool>,
+    slots: Vec<Slot>,
+    /// Expert index (layer * n_experts + expert) to slot, or NONE.
+    map: Vec<u32>,
+    /// In-flight tag to (slot, bytes).
+    tags: HashMap<u64, (usize, usize)>,
+    next_tag: u64,
+    /// Slots in use; `active..` are retired (the pool was lowered).
+    active: usize,
+    n_layers: usize,
+    n_experts: usize,
+    info: Vec<AccessInfo>,
+    max_freq: u64,
+    clock: u64,
+    current_layer: usize,
+    policy: Box<dyn EvictionPolicy>,
+    stats: StreamStats,
+    busy_since: Option<Instant>,
+    scratch: Vec<Completion>,
+}
+
+impl State {
+    fn lookup(&self, key: usize) -> Option<usize> {
+        let s = self.map[key];
+        (s != NONE).then_some(s as usize)
+    }
+
+    fn key_of(&self, idx: usize) -> Key {
+        (idx / self.n_experts, idx % self.n_experts)
+    }
+
+    /// Moves the running layer to `layer`, expiring the protection of predictions for the
+    /// layers passed on the way (they were proven wrong).
+    fn enter_layer(&mut self, layer: usize) {
+        if layer == self.current_layer {
+            return;
+        }
+        let n = self.n_layers.max(1);
+        let cur = self.current_layer;
+        let dist = |l: usize| (l + n - cur) % n;
+        let d_new = dist(layer);
+        for s in &mut self.slots {
+            if let Some(p) = s.protected {
+                if dist(p) < d_new {
+                    s.protected = None;
+                    if s.preloaded {
+                        s.preloaded = false;
+                        self.stats.wasted_preloads += 1;
+                    }
+                }
+            }
+        }
+        self.current_layer = layer;
+    }
+
+    fn touch(&mut self, key: usize) {
+        self.clock += 1;
+        let i = &mut self.info[key];
+        i.last = self.clock;
+        i.freq += 1;
+        self.max_freq = self.max_freq.max(i.freq);
+    }
+
+    /// Empties a loaded, unpinned slot.
+    fn evict(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if let Some(k) = s.key.take() {
+            self.map[k] = NONE;
+        }
+        if s.preloaded {
+            self.stats.wasted_preloads += 1;
+        }
+        s.preloaded = false;
+        s.protected = None;
+        s.phase = Phase::Empty;
+        s.error = None;
+    }
+
+    /// A slot for a new expert: a free one, else the policy's victim among loaded unpinned
+    /// slots, preferring unprotected ones. Prefetches never evict protected experts.
+    fn allocate(&mut self, for_prefetch: bool) -> Option<usize> {
+        let free = (0..self.active)
+            .find(|&i| self.slots[i].phase == Phase::Empty && self.slots[i].pins == 0);
+        if let Some(i) = free {
+            self.slots[i].error = None;
+            return Some(i);
+        }
+        let cx = PolicyContext {
+            now: self.clock + 1,
+            current_layer: self.current_layer,
+            n_layers: self.n_layers,
+            max_freq: self.max_freq,
+        };
+        let pick = |allow_protected: bool| {
+            (0..self.active)
+                .filter(|&i| {
+                    let s = &self.slots[i];
+                    s.phase == Phase::Ready
+                        && s.pins == 0
+                        && (allow_protected || s.protected.is_none())
+                })
+                .map(|i| {
+                    let k = self.slots[i].key.expect("ready slots hold an expert");
+                    let score = self.policy.keep_score(self.key_of(k), &self.info[k], &cx);
+                    (i, score)
+                })
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(i, _)| i)
+        };
+        let victim = pick(false).or_else(|| (!for_prefetch).then(|| pick(true)).flatten())?;
+        self.evict(victim);
+        Some(victim)
+    }
+
+    /// Marks `slot` as loading `key` and returns the reads to submit.
+    fn start_load(&mut self, slot: usize, key: usize, plan: &Plan) -> Vec<ReadRequest> {
+        let mut reqs = Vec::with_capacity(plan.reads.len());
+        for &(offset, len, slot_offset) in &plan.reads {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            self.tags.insert(tag, (slot, len));
+            reqs.push(ReadRequest {
+                offset,
+                len,
+                slot,
+                slot_offset,
+                tag,
+            });
+        }
+        if self.busy_since.is_none() {
+            self.busy_since = Some(Instant::now());
+        }
+        let s = &mut self.slots[slot];
+        s.key = Some(key);
+        s.phase = Phase::Loading;
+        s.pins += 1;
+        s.parts_left = reqs.len() as u32;
+        s.tags = reqs.iter().map(|r| r.tag).collect();
+        s.failed = None;
+        s.error = None;
+        self.map[key] = slot as u32;
+        reqs
+    }
+
+    /// Records the completion of one read.
+    fn complete(&mut self, tag: u64, result: io::Result<()>) {
+        let Some((slot, len)) = self.tags.remove(&tag) else {
+            return;
+        };
+        if self.tags.is_empty() {
+            if let Some(t0) = self.busy_since.take() {
+                self.stats.io_busy += t0.elapsed();
+            }
+        }
+        let s = &mut self.slots[slot];
+        s.tags.retain(|&t| t != tag);
+        match result {
+            Ok(()) => {
+                self.stats.reads += 1;
+                self.stats.bytes_read += len as u64;
+            }
+            Err(e) => {
+                self.stats.read_errors += 1;
+                if s.failed.is_none() {
+                    s.failed = Some((e.kind(), e.to_string()));
+                }
+            }
+        }
+        s.parts_left -= 1;
+        if s.parts_left > 0 {
+            return;
+        }
+        s.pins -= 1;
+        if let Some(f) = s.failed.take() {
+            // The cache stays consistent: the expert is not loaded, the slot is free again
+            // (once waiters have seen the error).
+            if let Some(k) = s.key.take() {
+                self.map[k] = NONE;
+            }
+            s.phase = Phase::Empty;
+            s.protected = None;
+            s.preloaded = false;
+            s.error = Some(f);
+        } else {
+            s.phase = Phase::Ready;
+        }
+        self.retire_if_idle(slot);
+    }
+
+    /// Evicts and releases a slot above the active range once nobody uses it.
+    fn retire_if_idle(&mut self, slot: usize) {
+        let s = &self.slots[slot];
+        if slot >= self.active && s.pins == 0 && s.phase != Phase::Loading {
+            self.evict(slot);
+            self.pool.release(slot, 1);
+        }
+    }
+
+    fn unpin(&mut self, slot: usize) {
+        self.slots[slot].pins -= 1;
+        self.retire_if_idle(slot);
+    }
+}
+
+/// Experts streamed from storage into a fixed pool that doubles as the expert cache.
+pub struct StreamedExperts {
+    path: PathBuf,
+    directory: Arc<ExpertDirectory>,
+    plans: Vec<Plan>,
+    pool: Arc<SlotPool>,
+    backend: Box<dyn Backend>,
+    state: Mutex<State>,
+    /// Held by whoever consumes completions (see the module docs).
+    io: Mutex<()>,
+    min_slots: usize,
+    notes: Vec<String>,
+}
+
+/// Unpins a slot when the view holding it is dropped.
+struct PinGuard<'a> {
+    owner: &'a StreamedExperts,
+    slot: usize,
+}
+
+impl Drop for PinGuard<'_> {
+    fn drop(&mut self) {
+        self.owner.state.lock().unpin(self.slot);
+    }
+}
+
+impl StreamedExperts {
+    /// Opens `path` for streaming with the pool and backend of `cfg`. Fails with
+    /// [`Error::InvalidArgument`] (stating the minimum) when the pool cannot hold the
+    /// `n_experts_used` experts one token needs in a layer.
+    pub fn open(
+        path: &Path,
+        directory: Arc<ExpertDirectory>,
+        n_layers: usize,
+        cfg: &StreamConfig,
+    ) -> Result<Self> {
+        Self::open_with(path, directory, n_layers, cfg, |b| b)
+    }
+
+    /// Like [`StreamedExperts::open`], with the backend passed through `wrap` (for fault
+    /// injection and instrumentation).
+    pub fn open_with(
+        path: &Path,
+        directory: Arc<ExpertDirectory>,
+        n_layers: usize,
+        cfg: &StreamConfig,
+        wrap: impl FnOnce(Box<dyn Backend>) -> Box<dyn Backend>,
+    ) -> Result<Self> {
+        if n_layers != directory.n_layers {
+            return Err(Error::InvalidArgument(format!(
+                "{n_layers} layers given for a directory of {}",
+                directory.n_layers
+            )));
+        }
+        let n_experts_used = {
+            let file = GgufFile::open(path)?;
+            ModelConfig::from_gguf(&file.header, path)?.n_experts_used
+        };
+        let file_len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let mut plans = Vec::with_capacity(directory.n_layers * directory.n_experts);
+        for (i, loc) in directory.iter().enumerate() {
+            for m in [loc.gate, loc.up, loc.down] {
+                let end = m.offset.checked_add(m.len);
+                if !matches!(end, Some(e) if e <= file_len) {
+                    return Err(Error::invalid_file(
+                        path,
+                        format!(
+                            "expert {} of layer {} lies past the end of the file",
+                            i % directory.n_experts.max(1),
+                            i / directory.n_experts.max(1)
+                        ),
+                    ));
+                }
+                if m.len > u32::MAX as u64 / 2 {
+                    return Err(Error::Unsupported(format!(
+                        "expert matrix of {} bytes",
+                        m.len
+                    )));
+                }
+            }
+            plans.push(Plan::new(loc));
+        }
+        let slot_size = slot_bytes(&directory);
+        let n_slots = (cfg.pool_bytes / slot_size) as usize;
+        let min_slots = n_experts_used.max(1);
+        if n_slots < min_slots {
+            return Err(Error::InvalidArgument(format!(
+                "an expert pool of {} bytes holds {n_slots} experts; at least {} bytes \
+                 ({min_slots} slots of {slot_size} bytes, the experts one token uses in a \
+                 layer) are needed",
+                cfg.pool_bytes,
+                min_slots as u64 * slot_size
+            )));
+        }
+        // More slots than experts would never be used.
+        let n_slots = n_slots.min(plans.len().max(min_slots));
+        let pool = Arc::new(SlotPool::new(slot_size as usize, n_slots, cfg.mlock)?);
+        let mut notes = Vec::new();
+        if let Some(n) = pool.lock_note() {
+            notes.push(format!("expert pool not mlock'ed: {n}"));
+        }
+        let (backend, more) = open_backend(cfg.backend, path, pool.clone(), cfg.queue_depth)?;
+        notes.extend(more);
+        let backend = wrap(backend);
+        let n_keys = directory.n_layers * directory.n_experts;
+        let state = State {
+            pool: pool.clone(),
+            slots: (0..n_slots)
+                .map(|_| Slot {
+                    key: None,
+                    phase: Phase::Empty,
+                    pins: 0,
+                    parts_left: 0,
+                    tags: Vec::new(),
+                    failed: None,
+                    error: None,
+                    protected: None,
+                    preloaded: false,
+                })
+                .collect(),
+            map: vec![NONE; n_keys],
+            tags: HashMap::new(),
+            next_tag: 1,
+            active: n_slots,
+            n_layers: directory.n_layers,
+            n_experts: directory.n_experts,
+            info: vec![AccessInfo::default(); n_keys],
+            max_freq: 0,
+            clock: 0,
+            current_layer: 0,
+            policy: cfg.policy.build(),
+            stats: StreamStats::default(),
+            busy_since: None,
+            scratch: Vec::new(),
+        };
+        Ok(StreamedExperts {
+            path: path.to_path_buf(),
+            directory,
+            plans,
+            pool,
+            backend,
+            state: Mutex::new(state),
+            io: Mutex::new(()),
+            min_slots,
+            notes,
+        })
+    }
+
+    /// The backend in use (after any fallback).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Why the configuration was not followed exactly (io_uring or O_DIRECT refused, pool
+    /// not mlock'ed, ...), for the host to print.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Bytes of one slot.
+    pub fn slot_bytes(&self) -> u64 {
+        self.pool.slot_size() as u64
+    }
+
+    /// Slots in use now.
+    pub fn slots(&self) -> usize {
+        self.state.lock().active
+    }
+
+    /// Bytes of the pool in use now.
+    pub fn pool_bytes(&self) -> u64 {
+        self.slots() as u64 * self.slot_bytes()
+    }
+
+    /// The largest pool this source can grow to without reopening (the pool reserved at open).
+    pub fn max_pool_bytes(&self) -> u64 {
+        self.pool.len() as u64
+    }
+
+    /// The smallest pool allowed.
+    pub fn min_pool_bytes(&self) -> u64 {
+        self.min_slots as u64 * self.slot_bytes()
+    }
+
+    /// Whether the pool is mlock'ed.
+    pub fn is_locked(&self) -> bool {
+        self.pool.is_locked()
+    }
+
+    /// Whether an expert is loaded (a fetch would not wait).
+    pub fn is_ready(&self, layer: usize, expert: usize) -> bool {
+        let Ok(key) = self.key(layer, expert) else {
+            return false;
+        };
+        let mut st = self.state.lock();
+        self.reap_locked(&mut st);
+        st.lookup(key)
+            .is_some_and(|s| st.slots[s].phase == Phase::Ready)
+    }
+
+    /// Resizes the pool. Lowering evicts unpinned experts above the new size and gives their
+    /// memory back before returning (experts in use leave when their views are dropped);
+    /// raising is possible up to [`StreamedExperts::max_pool_bytes`].
+    pub fn set_pool_bytes(&self, bytes: u64) -> Result<()> {
+        let slot = self.slot_bytes();
+        let n = (bytes / slot) as usize;
+        if n < self.min_slots {
+            return Err(Error::InvalidArgument(format!(
+                "an expert pool of {bytes} bytes holds {n} experts; at least {} bytes are needed",
+                self.min_pool_bytes()
+            )));
+        }
+        let n = n.min(self.pool.n_slots());
+        if bytes > self.max_pool_bytes() && n < self.plans.len() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot grow the expert pool past the {} bytes reserved at open; reopen the \
+                 model to use {bytes}",
+                self.max_pool_bytes()
+            )));
+        }
+        let mut st = self.state.lock();
+        self.reap_locked(&mut st);
+        let old = st.active;
+        st.active = n;
+        if n < old {
+            for s in n..old {
+                st.retire_if_idle(s);
+            }
+        } else if n > old {
+            self.pool.recommit(old, n - old);
+        }
+        Ok(())
+    }
+
+    /// Counters since open or the last reset.
+    pub fn stats(&self) -> StreamStats {
+        let st = self.state.lock();
+        let mut s = st.stats.clone();
+        if let Some(t0) = st.busy_since {
+            s.io_busy += t0.elapsed();
+        }
+        s
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_stats(&self) {
+        let mut st = self.state.lock();
+        st.stats = StreamStats::default();
+        if st.busy_since.is_some() {
+            st.busy_since = Some(Instant::now());
+        }
+    }
+
+    fn key(&self, layer: usize, expert: usize) -> Result<usize> {
+        self.directory.get(layer, expert)?;
+        Ok(layer * self.directory.n_experts + expert)
+    }
+
+    /// Processes ready completions unless another thread is consuming them.
+    fn reap_locked(&self, st: &mut State) {
+        let Some(_io) = self.io.try_lock() else {
+            return;
+        };
+        let mut done = std::mem::take(&mut st.scratch);
+        self.backend.reap(&mut done);
+        for c in done.drain(..) {
+            st.complete(c.tag, c.result);
+        }
+        st.scratch = done;
+    }
+
+    /// Blocks (holding no cache lock) until read `tag` completes, then records it.
+    fn wait_tag(&self, tag: u64) {
+        let _io = self.io.lock();
+        if !self.state.lock().tags.contains_key(&tag) {
+            return; // consumed by another thread meanwhile
+        }
+        let t0 = Instant::now();
+        let result = self.backend.wait(tag);
+        let mut st = self.state.lock();
+        st.stats.io_wait += t0.elapsed();
+        st.complete(tag, result);
+    }
+
+    fn view(&self, slot: usize, key: usize) -> Result<ExpertView<'_>> {
+        let guard = PinGuard { owner: self, slot };
+        // SAFETY: the slot is loaded (all its reads completed and were reaped) and pinned by
+        // `guard`, which the view owns: nothing writes into it or reuses it while the view
+        // lives.
+        let bytes = unsafe { self.pool.slot(slot) };
+        ExpertView::new(&self.plans[key].loc, 0, bytes, Some(Box::new(guard)))
+    }
+}
+
+impl ExpertSource for StreamedExperts {
+    fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
+        let key = self.key(layer, expert)?;
+        // The slot this call holds a pin on, once it has one.
+        let mut held: Option<usize> = None;
+        loop {
+            let mut st = self.state.lock();
+            self.reap_locked(&mut st);
+            st.enter_layer(layer);
+            let slot = match held {
+                Some(s) => s,
+                None => {
+                    if let Some(s) = st.lookup(key) {
+                        let ready = st.slots[s].phase == Phase::Ready;
+                        st.stats.gets += 1;
+                        if ready {
+                            st.stats.hits += 1;
+                        } else {
+                            st.stats.misses += 1;
+                        }
+                        if st.slots[s].preloaded {
+                            st.stats.preload_hits += 1;
+                        }
+                        st.slots[s].pins += 1;
+                        held = Some(s);
+                        s
+                    } else if let Some(s) = st.allocate(false) {
+                        st.stats.gets += 1;
+                        st.stats.misses += 1;
+                        let reqs = st.start_load(s, key, &self.plans[key]);
+                        st.slots[s].pins += 1;
+                        held = Some(s);
+                        // Submitted under the lock so no thread can wait for a tag that the
+                        // backend has not seen yet.
+                        self.backend.submit(&reqs);
+                        s
+                    } else if let Some(&tag) = st.tags.keys().next() {
+                        // Every slot is pinned, some by reads in flight: wait for one.
+                        drop(st);
+                        self.wait_tag(tag);
+                        continue;
+                    } else {
+                        return Err(Error::InvalidArgument(format!(
+                            "all {} expert slots are held by views in use",
+                            st.active
+                        )));
+                    }
+                }
+            };
+            let s = &mut st.slots[slot];
+            match s.phase {
+                Phase::Ready if s.key == Some(key) => {
+                    s.preloaded = false;
+                    s.protected = None;
+                    st.touch(key);
+                    drop(st);
+                    return self.view(slot, key);
+                }
+                Phase::Loading => {
+                    let tag = s.tags[0];
+                    drop(st);
+                    self.wait_tag(tag);
+                }
+                _ => {
+                    let (kind, msg) = s
+                        .error
+                        .clone()
+                        .unwrap_or((io::ErrorKind::Other, "expert load failed".into()));
+                    st.unpin(slot);
+                    return Err(Error::io(
+                        &self.path,
+                        io::Error::new(
+                            kind,
+                            format!("reading expert {expert} of layer {layer}: {msg}"),
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn prefetch(&self, layer: usize, experts: &[usize]) {
+        let mut st = self.state.lock();
+        self.reap_locked(&mut st);
+        let mut reqs = Vec::new();
+        for &e in experts {
+            let Ok(key) = self.key(layer, e) else {
+                continue;
+            };
+            if let Some(s) = st.lookup(key) {
+                st.slots[s].protected = Some(layer);
+                continue;
+            }
+            let Some(s) = st.allocate(true) else {
+                break;
+            };
+            reqs.extend(st.start_load(s, key, &self.plans[key]));
+            st.slots[s].protected = Some(layer);
+            st.slots[s].preloaded = true;
+            st.stats.preloads += 1;
+        }
+        if !reqs.is_empty() {
+            self.backend.submit(&reqs);
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "streamed"
+    }
+}
+
+impl Drop for StreamedExperts {
+    /// Lets reads in flight finish before the pool can go away.
+    fn drop(&mut self) {
+        let tags: Vec<u64> = self.state.get_mut().tags.keys().copied().collect();
+        for t in tags {
+            self.wait_tag(t);
+        }
+    }
+}
