@@ -1,1 +1,407 @@
 //! ggml block-quantised formats: quantise, dequantise and fused dot products.
+//!
+//! * [`quantize`] / [`dequantize`] are scalar reference implementations that
+//!   produce the same bytes / floats as ggml's `quantize_row_*_ref` and
+//!   `dequantize_row_*` (and gguf-py's `gguf.quants`), for every
+//!   [`GgmlType`] edgemoe knows.
+//! * [`Activation`] + [`vec_dot`] / [`matvec`] are the matrix-vector kernels used
+//!   by the engine. As in ggml, the activation vector is quantised once per
+//!   input ([`vec_dot_type`]: Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 for
+//!   Q4_1/Q5_1, Q8_K for the K-quants; float weights keep an f32 copy) and the
+//!   dot products run on integers.
+//!
+//! The dot products have SIMD versions (AVX2+FMA+F16C on x86_64, NEON on
+//! aarch64) chosen at run time; `EDGEMOE_FORCE_SCALAR=1` forces the portable
+//! scalar code. Results are deterministic: the same inputs give the same bits
+//! on a given machine whatever thread computes them. The K-quant SIMD kernels
+//! give exactly the scalar result (integer sums per super-block); the float and
+//! legacy-format kernels differ from the scalar ones only in summation order.
+
+mod dot;
+mod reference;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::OnceLock;
+
+use crate::tensor::dtype::GgmlType;
+use crate::{Error, Result};
+
+pub(crate) use reference::QK_K;
+
+// ---------------------------------------------------------------------------
+// Quantise / dequantise
+// ---------------------------------------------------------------------------
+
+fn check_len(ty: GgmlType, n: usize, bytes: usize, what: &str) -> Result<()> {
+    let want = ty.row_bytes(n)?;
+    if bytes != want {
+        return Err(Error::Shape(format!(
+            "{what}: {n} {} elements take {want} bytes, got {bytes}",
+            ty.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Dequantises `src` (raw bytes of type `ty`) into `dst`, whose length is the
+/// number of elements. `src` must be exactly `ty.row_bytes(dst.len())` bytes,
+/// otherwise [`Error::Shape`].
+pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    check_len(ty, dst.len(), src.len(), "dequantize")?;
+    use reference as r;
+    match ty {
+        GgmlType::F32 => r::dequant_f32(src, dst),
+        GgmlType::F16 => r::dequant_f16(src, dst),
+        GgmlType::BF16 => r::dequant_bf16(src, dst),
+        GgmlType::Q4_0 => r::dequant_q4_0(src, dst),
+        GgmlType::Q4_1 => r::dequant_q4_1(src, dst),
+        GgmlType::Q5_0 => r::dequant_q5_0(src, dst),
+        GgmlType::Q5_1 => r::dequant_q5_1(src, dst),
+        GgmlType::Q8_0 => r::dequant_q8_0(src, dst),
+        GgmlType::Q8_1 => r::dequant_q8_1(src, dst),
+        GgmlType::Q2K => r::dequant_q2_k(src, dst),
+        GgmlType::Q3K => r::dequant_q3_k(src, dst),
+        GgmlType::Q4K => r::dequant_q4_k(src, dst),
+        GgmlType::Q5K => r::dequant_q5_k(src, dst),
+        GgmlType::Q6K => r::dequant_q6_k(src, dst),
+        GgmlType::Q8K => r::dequant_q8_k(src, dst),
+    }
+    Ok(())
+}
+
+/// Quantises `src` into `dst` (raw bytes of type `ty`) with ggml's reference
+/// quantisers (no importance matrix). `src.len()` must be a whole number of
+/// blocks and `dst` exactly `ty.row_bytes(src.len())` bytes, otherwise
+/// [`Error::Shape`].
+pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
+    check_len(ty, src.len(), dst.len(), "quantize")?;
+    use reference as r;
+    match ty {
+        GgmlType::F32 => r::quant_f32(src, dst),
+        GgmlType::F16 => r::quant_f16(src, dst),
+        GgmlType::BF16 => r::quant_bf16(src, dst),
+        GgmlType::Q4_0 => r::quant_q4_0(src, dst),
+        GgmlType::Q4_1 => r::quant_q4_1(src, dst),
+        GgmlType::Q5_0 => r::quant_q5_0(src, dst),
+        GgmlType::Q5_1 => r::quant_q5_1(src, dst),
+        GgmlType::Q8_0 => r::quant_q8_0(src, dst),
+        GgmlType::Q8_1 => r::quant_q8_1(src, dst),
+        GgmlType::Q2K => r::quant_q2_k(src, dst),
+        GgmlType::Q3K => r::quant_q3_k(src, dst),
+        GgmlType::Q4K => r::quant_q4_k(src, dst),
+        GgmlType::Q5K => r::quant_q5_k(src, dst),
+        GgmlType::Q6K => r::quant_q6_k(src, dst),
+        GgmlType::Q8K => r::quant_q8_k(src, dst),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Activations
+// ---------------------------------------------------------------------------
+
+/// The type activations are converted to for dot products with rows of
+/// `weight_type`: `F32` for float weights (and for `Q8_1`/`Q8_K` weights, which
+/// ggml never uses as weights), `Q8_0` for Q4_0/Q5_0/Q8_0, `Q8_1` for
+/// Q4_1/Q5_1 and `Q8_K` for the K-quants.
+pub fn vec_dot_type(weight_type: GgmlType) -> GgmlType {
+    match weight_type {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+            GgmlType::Q8K
+        }
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_1 | GgmlType::Q8K => {
+            GgmlType::F32
+        }
+    }
+}
+
+/// Activations prepared once per input vector for dot products with rows of a
+/// weight type.
+///
+/// Holds an f32 copy for float weights; Q8_0 blocks for Q4_0/Q5_0/Q8_0;
+/// Q8_1 blocks for Q4_1/Q5_1; Q8_K blocks for K-quants — quantised exactly as
+/// ggml's `quantize_row_q8_*_ref` do. The data is kept as separate arrays
+/// (quants, per-block scales, per-16 sums) rather than ggml's interleaved
+/// blocks, which is what the kernels want; the values are the same.
+#[derive(Clone, Debug)]
+pub struct Activation {
+    /// The [`vec_dot_type`] these activations were prepared as.
+    kind: GgmlType,
+    /// Number of elements.
+    n: usize,
+    /// F32 copy (kind F32).
+    x: Vec<f32>,
+    /// Quants (kinds Q8_0, Q8_1, Q8_K).
+    qs: Vec<i8>,
+    /// Per-block scale (Q8_0/Q8_1: the fp16 value as f32; Q8_K: f32).
+    d: Vec<f32>,
+    /// Q8_1: per-block `d * sum(qs)` (fp16-rounded as ggml stores it).
+    s: Vec<f32>,
+    /// Q8_K: sums of 16 consecutive quants.
+    bsums: Vec<i16>,
+}
+
+impl Default for Activation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Activation {
+    /// An empty activation buffer; reuse it across calls so the hot path does
+    /// not allocate after warm-up.
+    pub fn new() -> Self {
+        Activation {
+            kind: GgmlType::F32,
+            n: 0,
+            x: Vec::new(),
+            qs: Vec::new(),
+            d: Vec::new(),
+            s: Vec::new(),
+            bsums: Vec::new(),
+        }
+    }
+
+    /// Number of elements prepared.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether no elements are prepared.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The type the activations are held as (see [`vec_dot_type`]).
+    pub fn kind(&self) -> GgmlType {
+        self.kind
+    }
+
+    /// Prepares `x` for dot products with rows of `weight_type`, quantising it
+    /// as ggml does. `x.len()` must be a multiple of the weight type's block
+    /// length, otherwise [`Error::Shape`].
+    pub fn prepare(&mut self, weight_type: GgmlType, x: &[f32]) -> Result<()> {
+        let n = x.len();
+        let bl = weight_type.block_len();
+        if n % bl != 0 {
+            return Err(Error::Shape(format!(
+                "activation of {n} elements is not a multiple of the {} block size {bl}",
+                weight_type.name()
+            )));
+        }
+        let kind = vec_dot_type(weight_type);
+        self.kind = kind;
+        self.n = n;
+        self.x.clear();
+        self.qs.clear();
+        self.d.clear();
+        self.s.clear();
+        self.bsums.clear();
+        match kind {
+            GgmlType::Q8_0 => {
+                self.qs.resize(n, 0);
+                self.d.reserve(n / 32);
+                for (xb, qb) in x.chunks_exact(32).zip(self.qs.chunks_exact_mut(32)) {
+                    let d = reference::q8_0_block(xb, qb);
+                    self.d.push(reference::round_f16(d));
+                }
+            }
+            GgmlType::Q8_1 => {
+                self.qs.resize(n, 0);
+                self.d.reserve(n / 32);
+                self.s.reserve(n / 32);
+                for (xb, qb) in x.chunks_exact(32).zip(self.qs.chunks_exact_mut(32)) {
+                    let (d, s) = reference::q8_1_block(xb, qb);
+                    self.d.push(d);
+                    self.s.push(s);
+                }
+            }
+            GgmlType::Q8K => {
+                self.qs.resize(n, 0);
+                self.bsums.resize(n / 16, 0);
+                self.d.reserve(n / QK_K);
+                for ((xb, qb), sb) in x
+                    .chunks_exact(QK_K)
+                    .zip(self.qs.chunks_exact_mut(QK_K))
+                    .zip(self.bsums.chunks_exact_mut(16))
+                {
+                    let d = reference::q8_k_block(xb, qb, sb);
+                    self.d.push(d);
+                }
+            }
+            _ => self.x.extend_from_slice(x),
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kernel selection
+// ---------------------------------------------------------------------------
+
+/// Instruction-set level of the dot-product kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+fn detect() -> Level {
+    if std::env::var("EDGEMOE_FORCE_SCALAR").is_ok_and(|v| !v.is_empty() && v != "0") {
+        return Level::Scalar;
+    }
+    best_level()
+}
+
+/// The best level this CPU supports, ignoring `EDGEMOE_FORCE_SCALAR`.
+pub(crate) fn best_level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            return Level::Avx2;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Level::Neon;
+        }
+    }
+    Level::Scalar
+}
+
+fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(detect)
+}
+
+/// Name of the dot-product kernels in use: `"avx2"`, `"neon"` or `"scalar"`.
+pub fn kernel_name() -> &'static str {
+    match level() {
+        Level::Scalar => "scalar",
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => "avx2",
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => "neon",
+    }
+}
+
+/// A dot-product kernel.
+///
+/// # Safety
+/// The caller guarantees that `row` holds exactly `act.n` elements of the
+/// kernel's weight type, that `act` was prepared as that type's
+/// [`vec_dot_type`], and that the CPU supports the kernel's instruction set.
+pub(crate) type DotFn = unsafe fn(&[u8], &Activation) -> f32;
+
+/// The kernel for `weight_type` at `level`.
+pub(crate) fn kernel(weight_type: GgmlType, level: Level) -> DotFn {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => {
+            if let Some(f) = x86::kernel(weight_type) {
+                return f;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => {
+            if let Some(f) = neon::kernel(weight_type) {
+                return f;
+            }
+        }
+        Level::Scalar => {}
+    }
+    dot::kernel(weight_type)
+}
+
+/// Whether `row_len` bytes of `weight_type` match `act`.
+#[inline]
+fn compatible(weight_type: GgmlType, row_len: usize, act: &Activation) -> bool {
+    let bl = weight_type.block_len();
+    act.kind == vec_dot_type(weight_type)
+        && act.n % bl == 0
+        && row_len == act.n / bl * weight_type.block_bytes()
+}
+
+/// Dot product of one weight row (raw bytes of `weight_type`, `act.len()`
+/// elements) with prepared activations.
+///
+/// The caller validates shapes; a row of the wrong length or an activation
+/// prepared for an incompatible type is a bug (debug assertion), and in
+/// release builds returns NaN rather than reading out of bounds.
+#[inline]
+pub fn vec_dot(weight_type: GgmlType, row: &[u8], act: &Activation) -> f32 {
+    if !compatible(weight_type, row.len(), act) {
+        debug_assert!(
+            false,
+            "vec_dot: {} row of {} bytes with {} activation of {} elements",
+            weight_type,
+            row.len(),
+            act.kind,
+            act.n
+        );
+        return f32::NAN;
+    }
+    let f = kernel(weight_type, level());
+    // SAFETY: `compatible` checked the row length and activation kind, and
+    // `kernel` only returns SIMD kernels for instruction sets `level()` detected.
+    unsafe { f(row, act) }
+}
+
+/// `out[r] = dot(row r, act)` for `rows` rows of `weight_type` laid out back
+/// to back in `weights` (`rows * row_bytes` bytes). `out` must hold at least
+/// `rows` values. Bad shapes are a caller bug (debug assertion); release
+/// builds then fill `out` with NaN.
+pub fn matvec(
+    weight_type: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    act: &Activation,
+    out: &mut [f32],
+) {
+    let bl = weight_type.block_len();
+    let rb = act.n / bl * weight_type.block_bytes();
+    let ok = act.kind == vec_dot_type(weight_type)
+        && act.n % bl == 0
+        && rows.checked_mul(rb) == Some(weights.len())
+        && out.len() >= rows;
+    if !ok {
+        debug_assert!(
+            false,
+            "matvec: {} x {rows} rows in {} bytes, activation {} of {}, out {}",
+            weight_type,
+            weights.len(),
+            act.kind,
+            act.n,
+            out.len()
+        );
+        out.fill(f32::NAN);
+        return;
+    }
+    if rb == 0 {
+        out[..rows].fill(0.0);
+        return;
+    }
+    let f = kernel(weight_type, level());
+    for (o, row) in out[..rows].iter_mut().zip(weights.chunks_exact(rb)) {
+        // SAFETY: every row is exactly `rb` bytes, which matches `act` (checked
+        // above); the kernel's instruction set was detected by `level()`.
+        *o = unsafe { f(row, act) };
+    }
+}
