@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 pub mod quant;
 pub mod sampling;
+pub mod sys;
 pub mod stream;
 pub mod tensor;
 pub mod tokenizer;
