@@ -1,4 +1,5 @@
 //! Float weight types (f32, f16, bf16): conversion and dot products against f32 activations.
+//! Conversions of block-quantised types are passed on to [`crate::quant`].
 
 use half::{bf16, f16};
 
@@ -30,7 +31,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
                 *d = bf16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
-        _ => return Err(Error::Unsupported(format!("{ty} is not a float type"))),
+        _ => return crate::quant::dequantize(ty, src, dst),
     }
     Ok(())
 }
@@ -60,7 +61,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
                 c.copy_from_slice(&bf16::from_f32(*v).to_le_bytes());
             }
         }
-        _ => return Err(Error::Unsupported(format!("{ty} is not a float type"))),
+        _ => return crate::quant::quantize(ty, src, dst),
     }
     Ok(())
 }

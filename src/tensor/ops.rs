@@ -65,17 +65,30 @@ impl Matrix {
 
 /// Whether [`matvec`] can multiply weights of type `ty`.
 pub fn supported(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8K)
 }
 
 /// Scratch space for [`matvec`], reused across calls so decoding does not allocate.
 #[derive(Default)]
-pub struct MatvecScratch {}
+pub struct MatvecScratch {
+    /// `x` quantised as the weight type's activation type (ggml's vec_dot_type).
+    activation: crate::quant::Activation,
+}
 
-/// `out[r] = row r · x` for every row of `m`.
-pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], _scratch: &mut MatvecScratch) {
+/// `out[r] = row r · x` for every row of `m`. Float weights use an f32 dot product; block
+/// quantised weights quantise `x` to 8 bits first and use integer dot products, as ggml does.
+pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], scratch: &mut MatvecScratch) {
     debug_assert_eq!(x.len(), m.cols);
     debug_assert_eq!(out.len(), m.rows);
+    if m.ty.is_quantized() {
+        // Shapes were checked at load (rows are whole blocks), so preparing cannot fail.
+        if scratch.activation.prepare(m.ty, x).is_err() {
+            out.fill(f32::NAN);
+            return;
+        }
+        crate::quant::matvec(m.ty, m.data, m.rows, &scratch.activation, out);
+        return;
+    }
     let rb = m.data.len() / m.rows.max(1);
     for (r, o) in out.iter_mut().enumerate() {
         *o = super::float::dot_row(m.ty, &m.data[r * rb..(r + 1) * rb], x);
