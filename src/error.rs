@@ -31,6 +31,13 @@ pub enum Error {
     /// The context window is full.
     #[error("context full: {needed} tokens needed, {capacity} available")]
     ContextFull { needed: usize, capacity: usize },
+    /// The memory budget cannot hold what the model needs to run.
+    #[error("memory budget of {budget} bytes is too small: this model needs at least {needed} bytes ({detail})")]
+    BudgetTooSmall {
+        budget: u64,
+        needed: u64,
+        detail: String,
+    },
     /// The operation was cancelled by the caller.
     #[error("cancelled")]
     Cancelled,
