@@ -4,6 +4,7 @@ pub mod arch;
 pub mod config;
 pub mod experts;
 pub mod model;
+pub mod perplexity;
 pub mod session;
 
 pub use arch::Family;
