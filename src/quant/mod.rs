@@ -259,8 +259,14 @@ pub(crate) enum Level {
     Neon,
 }
 
+/// Whether a value of `EDGEMOE_FORCE_SCALAR` asks for the scalar kernels:
+/// anything but unset, empty or `0`.
+fn force_scalar(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 fn detect() -> Level {
-    if std::env::var("EDGEMOE_FORCE_SCALAR").is_ok_and(|v| !v.is_empty() && v != "0") {
+    if force_scalar(std::env::var("EDGEMOE_FORCE_SCALAR").ok().as_deref()) {
         return Level::Scalar;
     }
     best_level()

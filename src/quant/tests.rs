@@ -1,1 +1,245 @@
-//! Unit tests.
+//! Unit tests: every SIMD kernel against its scalar twin, on random data and
+//! odd shapes. Run on x86_64 (AVX2) and, through tools/test_aarch64.sh, on
+//! aarch64 (NEON) under qemu.
+
+use super::*;
+
+/// Deterministic pseudo-random numbers (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn gauss(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-7);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+    }
+    fn gauss_vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.gauss() * scale).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+    /// A finite fp16 scale of random sign and magnitude in [1e-3, 2].
+    fn f16_scale(&mut self) -> [u8; 2] {
+        let mag = (self.uniform() * (2.0f32 / 1e-3).ln()).exp() * 1e-3;
+        let v = if self.next_u64() & 1 == 0 { mag } else { -mag };
+        half::f16::from_f32(v).to_bits().to_le_bytes()
+    }
+}
+
+const WEIGHT_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+/// Offsets of the fp16 scales inside one block of `ty`.
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q6K => &[208],
+        _ => &[],
+    }
+}
+
+/// A random row of `n` elements: quantised gaussian data, or (for block
+/// types, every other call) random bytes with finite scales, which reach
+/// quant values (e.g. -128 in Q8_0) that the quantisers never write.
+fn random_row(ty: GgmlType, n: usize, rng: &mut Rng, raw: bool) -> Vec<u8> {
+    let mut q = vec![0u8; ty.row_bytes(n).unwrap()];
+    if raw && ty.is_quantized() {
+        q = rng.bytes(q.len());
+        for blk in q.chunks_exact_mut(ty.block_bytes()) {
+            for &off in scale_offsets(ty) {
+                blk[off..off + 2].copy_from_slice(&rng.f16_scale());
+            }
+        }
+    } else {
+        let x = rng.gauss_vec(n, 0.5);
+        quantize(ty, &x, &mut q).unwrap();
+    }
+    q
+}
+
+/// The activation values the kernels see, and the dequantised row.
+fn act_values(act: &Activation) -> Vec<f32> {
+    match act.kind {
+        GgmlType::F32 => act.x.clone(),
+        GgmlType::Q8_0 | GgmlType::Q8_1 => (0..act.n)
+            .map(|i| act.qs[i] as f32 * act.d[i / 32])
+            .collect(),
+        GgmlType::Q8K => (0..act.n)
+            .map(|i| act.qs[i] as f32 * act.d[i / QK_K])
+            .collect(),
+        k => panic!("{k}"),
+    }
+}
+
+fn magnitude(ty: GgmlType, row: &[u8], act: &Activation) -> f64 {
+    let mut w = vec![0f32; act.n];
+    dequantize(ty, row, &mut w).unwrap();
+    w.iter()
+        .zip(act_values(act))
+        .map(|(a, b)| (*a as f64 * b as f64).abs())
+        .sum()
+}
+
+fn sizes(ty: GgmlType) -> Vec<usize> {
+    match ty.block_len() {
+        1 => vec![1, 7, 8, 9, 31, 32, 33, 63, 100, 257, 1024, 4099],
+        32 => vec![32, 64, 96, 224, 1056, 4096],
+        _ => vec![256, 512, 768, 1280, 4096],
+    }
+}
+
+/// Exact equality for the K-quants (same integer sums, same float steps);
+/// a tight relative tolerance elsewhere (summation order only).
+fn check_close(ty: GgmlType, simd: f32, scalar: f32, mag: f64, what: &str) {
+    let exact = matches!(
+        ty,
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
+    );
+    if exact {
+        assert_eq!(
+            simd.to_bits(),
+            scalar.to_bits(),
+            "{what}: simd {simd} scalar {scalar}"
+        );
+    } else {
+        let tol = 1e-5 * mag + 1e-30;
+        assert!(
+            ((simd - scalar) as f64).abs() <= tol,
+            "{what}: simd {simd} scalar {scalar} (tol {tol:e})"
+        );
+    }
+}
+
+#[test]
+fn simd_kernels_match_scalar() {
+    let level = best_level();
+    eprintln!("kernel level under test: {level:?}");
+    let mut rng = Rng(0xC0FFEE);
+    let mut act = Activation::new();
+    for ty in WEIGHT_TYPES {
+        let simd = kernel(ty, level);
+        let scalar = kernel(ty, Level::Scalar);
+        for n in sizes(ty) {
+            for trial in 0..4 {
+                let mut x = rng.gauss_vec(n, if trial == 3 { 40.0 } else { 1.0 });
+                if trial == 2 {
+                    // A zero block and an outlier.
+                    let b = ty.block_len().max(32).min(n);
+                    x[..b].fill(0.0);
+                    x[n - 1] = 1e3;
+                }
+                act.prepare(ty, &x).unwrap();
+                for rows in [1usize, 3, 7] {
+                    let w: Vec<u8> = (0..rows)
+                        .flat_map(|r| random_row(ty, n, &mut rng, (r + trial) % 2 == 1))
+                        .collect();
+                    let rb = ty.row_bytes(n).unwrap();
+                    for (r, row) in w.chunks_exact(rb).enumerate() {
+                        // SAFETY: `row` has `n` elements of `ty`, `act` was
+                        // prepared for `ty`, and `best_level` detected the ISA.
+                        let (a, b) = unsafe { (simd(row, &act), scalar(row, &act)) };
+                        let what = format!("{ty} n={n} trial {trial} row {r}/{rows}");
+                        check_close(ty, a, b, magnitude(ty, row, &act), &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn public_entry_points_use_the_selected_kernel() {
+    let mut rng = Rng(3);
+    let mut act = Activation::new();
+    for ty in WEIGHT_TYPES {
+        let n = 512;
+        act.prepare(ty, &rng.gauss_vec(n, 1.0)).unwrap();
+        let rows = 5;
+        let w: Vec<u8> = (0..rows)
+            .flat_map(|_| random_row(ty, n, &mut rng, false))
+            .collect();
+        let mut out = vec![0f32; rows];
+        matvec(ty, &w, rows, &act, &mut out);
+        let f = kernel(ty, level());
+        for (r, row) in w.chunks_exact(ty.row_bytes(n).unwrap()).enumerate() {
+            // SAFETY: as above; `level()` is the detected (or forced scalar) level.
+            let want = unsafe { f(row, &act) };
+            assert_eq!(out[r].to_bits(), want.to_bits(), "{ty} row {r}");
+            assert_eq!(
+                vec_dot(ty, row, &act).to_bits(),
+                want.to_bits(),
+                "{ty} row {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn simd_kernels_handle_unaligned_rows() {
+    let level = best_level();
+    let mut rng = Rng(11);
+    let mut act = Activation::new();
+    for ty in WEIGHT_TYPES {
+        let n = 512;
+        act.prepare(ty, &rng.gauss_vec(n, 1.0)).unwrap();
+        let row = random_row(ty, n, &mut rng, false);
+        let mut buf = vec![0u8; row.len() + 1];
+        buf[1..].copy_from_slice(&row);
+        let f = kernel(ty, level);
+        // SAFETY: both slices hold the same `n` elements of `ty`.
+        let (a, b) = unsafe { (f(&buf[1..], &act), f(&row, &act)) };
+        assert_eq!(a.to_bits(), b.to_bits(), "{ty}");
+    }
+}
+
+#[test]
+fn mismatched_shapes_do_not_read_out_of_bounds() {
+    // Release builds return NaN; debug builds assert. Only exercise the
+    // release behaviour when debug assertions are off.
+    if cfg!(debug_assertions) {
+        return;
+    }
+    let mut act = Activation::new();
+    act.prepare(GgmlType::Q4K, &[0.5; 512]).unwrap();
+    assert!(vec_dot(GgmlType::Q4K, &[0u8; 144], &act).is_nan());
+    assert!(vec_dot(GgmlType::Q4_0, &[0u8; 288], &act).is_nan());
+    let mut out = [0f32; 2];
+    matvec(GgmlType::Q4K, &[0u8; 288 * 2 - 1], 2, &act, &mut out);
+    assert!(out.iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn force_scalar_values() {
+    assert!(force_scalar(Some("1")));
+    assert!(force_scalar(Some("yes")));
+    assert!(!force_scalar(Some("0")));
+    assert!(!force_scalar(Some("")));
+    assert!(!force_scalar(None));
+}

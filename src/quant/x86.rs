@@ -1,6 +1,512 @@
-//! AVX2 kernels.
-use super::DotFn;
+//! AVX2 + FMA + F16C dot-product kernels for x86_64.
+//!
+//! Selected by `quant::kernel` only when all three features were detected at
+//! run time. Every kernel is an `unsafe fn` with the [`DotFn`] contract: `row`
+//! holds exactly `act.n` elements of the weight type and `act` was prepared as
+//! its `vec_dot_type`, so every pointer offset below stays inside `row`,
+//! `act.qs`, `act.d`, `act.s`, `act.bsums` or `act.x`. All loads are unaligned
+//! loads (`loadu`), so GGUF rows at any address are fine.
+//!
+//! The K-quant kernels form the exact integer sum of each super-block and then
+//! apply the scales in the same order as the scalar kernels in `dot.rs`, so
+//! their results are bit-identical to the scalar ones. The float and legacy
+//! kernels accumulate in vector lanes (as ggml does) and differ from the scalar
+//! kernels only by summation order.
+
+use std::arch::x86_64::*;
+
+use super::dot::{k4_min_sum, k4_scales_mins};
+use super::reference::{q3k_scales, QK_K};
+use super::{Activation, DotFn};
 use crate::tensor::dtype::GgmlType;
-pub(crate) fn kernel(_t: GgmlType) -> Option<DotFn> {
-    None
+
+/// The AVX2 kernel for `t`, if there is one.
+pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
+    Some(match t {
+        GgmlType::F32 => dot_f32,
+        GgmlType::F16 => dot_f16,
+        GgmlType::BF16 => dot_bf16,
+        GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q4_1 => dot_q4_1,
+        GgmlType::Q5_0 => dot_q5_0,
+        GgmlType::Q5_1 => dot_q5_1,
+        GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q2K => dot_q2_k,
+        GgmlType::Q3K => dot_q3_k,
+        GgmlType::Q4K => dot_q4_k,
+        GgmlType::Q5K => dot_q5_k,
+        GgmlType::Q6K => dot_q6_k,
+        GgmlType::Q8_1 | GgmlType::Q8K => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Helpers. Callers guarantee the target features and pointer validity.
+// ---------------------------------------------------------------------------
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The fp16 at `p` (2 readable bytes) as f32; exact, like `half`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_load(p: *const u8) -> f32 {
+    let h = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load256(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load256_i8(p: *const i8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// 16 bytes at `p` as 32 nibbles: low nibbles in bytes 0..16, high in 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let lo = _mm_loadu_si128(p as *const __m128i);
+    let hi = _mm_srli_epi16::<4>(lo);
+    _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 bits at `p` as 32 bytes, 0xFF where the bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bits32(p: *const u8) -> __m256i {
+    let x = (p as *const u32).read_unaligned();
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Sums of adjacent products of signed bytes `x` and `y`, as 8 i32. Exact as
+/// long as `y` has no -128 (activations are in [-127, 127]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+/// Same with unsigned `x` (small enough that pairs do not saturate i16).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// 16 i16 lanes: `a` in the low 8, `b` in the high 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales2(a: i16, b: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(b), _mm_set1_epi16(a))
+}
+
+// ---------------------------------------------------------------------------
+// Float weights
+// ---------------------------------------------------------------------------
+
+/// Sum over `0..$n` of `$load(i) * x[i]` (8 lanes at a time, four
+/// accumulators), `$scalar(i) * x[i]` for the tail. A macro rather than a
+/// function taking closures so that everything is compiled with the kernel's
+/// target features.
+macro_rules! float_dot {
+    ($n:expr, $x:expr, |$i:ident| $load:expr, |$j:ident| $scalar:expr) => {{
+        let n: usize = $n;
+        let x: *const f32 = $x;
+        let mut a0 = _mm256_setzero_ps();
+        let mut a1 = _mm256_setzero_ps();
+        let mut a2 = _mm256_setzero_ps();
+        let mut a3 = _mm256_setzero_ps();
+        let mut base = 0usize;
+        while base + 32 <= n {
+            let $i = base;
+            a0 = _mm256_fmadd_ps($load, _mm256_loadu_ps(x.add(base)), a0);
+            let $i = base + 8;
+            a1 = _mm256_fmadd_ps($load, _mm256_loadu_ps(x.add(base + 8)), a1);
+            let $i = base + 16;
+            a2 = _mm256_fmadd_ps($load, _mm256_loadu_ps(x.add(base + 16)), a2);
+            let $i = base + 24;
+            a3 = _mm256_fmadd_ps($load, _mm256_loadu_ps(x.add(base + 24)), a3);
+            base += 32;
+        }
+        while base + 8 <= n {
+            let $i = base;
+            a0 = _mm256_fmadd_ps($load, _mm256_loadu_ps(x.add(base)), a0);
+            base += 8;
+        }
+        let mut s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        while base < n {
+            let $j = base;
+            s += $scalar * *x.add(base);
+            base += 1;
+        }
+        s
+    }};
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32(row: &[u8], act: &Activation) -> f32 {
+    let w = row.as_ptr() as *const f32;
+    float_dot!(act.n, act.x.as_ptr(), |i| _mm256_loadu_ps(w.add(i)), |i| w
+        .add(i)
+        .read_unaligned())
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16(row: &[u8], act: &Activation) -> f32 {
+    let w = row.as_ptr();
+    float_dot!(
+        act.n,
+        act.x.as_ptr(),
+        |i| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i)),
+        |i| f16_load(w.add(2 * i))
+    )
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_bf16(row: &[u8], act: &Activation) -> f32 {
+    let w = row.as_ptr();
+    float_dot!(
+        act.n,
+        act.x.as_ptr(),
+        |i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+            _mm_loadu_si128(w.add(2 * i) as *const __m128i)
+        ))),
+        |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Legacy 32-element formats
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
+    let (w, y, d) = (row.as_ptr(), act.qs.as_ptr(), act.d.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..act.n / 32 {
+        let b = w.add(34 * ib);
+        let p = mul_sum_i8(load256(b.add(2)), load256_i8(y.add(32 * ib)));
+        let dd = _mm256_set1_ps(f16_load(b) * *d.add(ib));
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_0(row: &[u8], act: &Activation) -> f32 {
+    let (w, y, d) = (row.as_ptr(), act.qs.as_ptr(), act.d.as_ptr());
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..act.n / 32 {
+        let b = w.add(18 * ib);
+        let qx = _mm256_sub_epi8(nibbles32(b.add(2)), eight);
+        let p = mul_sum_i8(qx, load256_i8(y.add(32 * ib)));
+        let dd = _mm256_set1_ps(f16_load(b) * *d.add(ib));
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_1(row: &[u8], act: &Activation) -> f32 {
+    let (w, y, d, s) = (
+        row.as_ptr(),
+        act.qs.as_ptr(),
+        act.d.as_ptr(),
+        act.s.as_ptr(),
+    );
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for ib in 0..act.n / 32 {
+        let b = w.add(20 * ib);
+        let p = mul_sum_u8_i8(nibbles32(b.add(4)), load256_i8(y.add(32 * ib)));
+        let dd = _mm256_set1_ps(f16_load(b) * *d.add(ib));
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc);
+        summs += f16_load(b.add(2)) * *s.add(ib);
+    }
+    hsum_ps(acc) + summs
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_0(row: &[u8], act: &Activation) -> f32 {
+    let (w, y, d) = (row.as_ptr(), act.qs.as_ptr(), act.d.as_ptr());
+    let m16 = _mm256_set1_epi8(16);
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..act.n / 32 {
+        let b = w.add(22 * ib);
+        let hb = _mm256_and_si256(bits32(b.add(2)), m16);
+        let qx = _mm256_sub_epi8(_mm256_or_si256(nibbles32(b.add(6)), hb), m16);
+        let p = mul_sum_i8(qx, load256_i8(y.add(32 * ib)));
+        let dd = _mm256_set1_ps(f16_load(b) * *d.add(ib));
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_1(row: &[u8], act: &Activation) -> f32 {
+    let (w, y, d, s) = (
+        row.as_ptr(),
+        act.qs.as_ptr(),
+        act.d.as_ptr(),
+        act.s.as_ptr(),
+    );
+    let m16 = _mm256_set1_epi8(16);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for ib in 0..act.n / 32 {
+        let b = w.add(24 * ib);
+        let hb = _mm256_and_si256(bits32(b.add(4)), m16);
+        let qx = _mm256_or_si256(nibbles32(b.add(8)), hb);
+        let p = mul_sum_u8_i8(qx, load256_i8(y.add(32 * ib)));
+        let dd = _mm256_set1_ps(f16_load(b) * *d.add(ib));
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc);
+        summs += f16_load(b.add(2)) * *s.add(ib);
+    }
+    hsum_ps(acc) + summs
+}
+
+// ---------------------------------------------------------------------------
+// K-quants (activations Q8_K); bit-identical to dot.rs
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(84).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let sc = &blk[..16];
+        let bsums = &act.bsums[16 * i..16 * i + 16];
+        let mut summs = 0i32;
+        for j in 0..16 {
+            summs += bsums[j] as i32 * (sc[j] >> 4) as i32;
+        }
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let bits = load256(b.add(16 + 32 * h));
+            for s in 0..4 {
+                let q =
+                    _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                let p = _mm256_maddubs_epi16(q, load256_i8(y.add(128 * h + 32 * s)));
+                let is = 8 * h + 2 * s;
+                let scv = scales2((sc[is] & 0xF) as i16, (sc[is + 1] & 0xF) as i16);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+            }
+        }
+        let isum = hsum_epi32(sumi);
+        let yd = act.d[i];
+        let dall = yd * f16_load(b.add(80));
+        let dmin = yd * f16_load(b.add(82));
+        sumf += dall * isum as f32 - dmin * summs as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let m1 = _mm256_set1_epi8(1);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(110).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let sc = q3k_scales(&blk[96..108]);
+        let bsums = &act.bsums[16 * i..16 * i + 16];
+        let mut corr = 0i32;
+        for j in 0..16 {
+            corr += sc[j] as i32 * bsums[j] as i32;
+        }
+        let hm = load256(b);
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let bits = load256(b.add(32 + 32 * h));
+            for s in 0..4 {
+                let lo =
+                    _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                let hb = _mm256_and_si256(
+                    _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * h + s) as i32)),
+                    m1,
+                );
+                // lo + 4*hbit in [0, 7]; the value is that minus 4.
+                let q = _mm256_or_si256(lo, _mm256_slli_epi16::<2>(hb));
+                let p = _mm256_maddubs_epi16(q, load256_i8(y.add(128 * h + 32 * s)));
+                let is = 8 * h + 2 * s;
+                let scv = scales2(sc[is] as i16, sc[is + 1] as i16);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+            }
+        }
+        let isum = hsum_epi32(sumi) - 4 * corr;
+        let d = f16_load(b.add(108)) * act.d[i];
+        sumf += d * isum as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(144).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let (scales, mins) = k4_scales_mins(&blk[4..16]);
+        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let bits = load256(b.add(16 + 32 * c));
+            let lo = _mm256_and_si256(bits, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            let plo = _mm256_maddubs_epi16(lo, load256_i8(y.add(64 * c)));
+            let phi = _mm256_maddubs_epi16(hi, load256_i8(y.add(64 * c + 32)));
+            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(scales[2 * c] as i16));
+            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(scales[2 * c + 1] as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+        }
+        let isum = hsum_epi32(sumi);
+        let yd = act.d[i];
+        sumf += (f16_load(b) * yd) * isum as f32;
+        sumf -= (f16_load(b.add(2)) * yd) * summ as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m1 = _mm256_set1_epi8(1);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(176).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let (scales, mins) = k4_scales_mins(&blk[4..16]);
+        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
+        let qh = load256(b.add(16));
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let bits = load256(b.add(48 + 32 * c));
+            let h_lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), m1);
+            let h_hi = _mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)),
+                m1,
+            );
+            let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h_lo));
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+                _mm256_slli_epi16::<4>(h_hi),
+            );
+            let plo = _mm256_maddubs_epi16(lo, load256_i8(y.add(64 * c)));
+            let phi = _mm256_maddubs_epi16(hi, load256_i8(y.add(64 * c + 32)));
+            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(scales[2 * c] as i16));
+            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(scales[2 * c + 1] as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+        }
+        let isum = hsum_epi32(sumi);
+        let yd = act.d[i];
+        sumf += (f16_load(b) * yd) * isum as f32;
+        sumf -= (f16_load(b.add(2)) * yd) * summ as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(3);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(210).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let sc = &blk[192..208];
+        let bsums = &act.bsums[16 * i..16 * i + 16];
+        let mut corr = 0i32;
+        for j in 0..16 {
+            corr += (sc[j] as i8) as i32 * bsums[j] as i32;
+        }
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..2 {
+            let ql0 = load256(b.add(64 * c));
+            let ql1 = load256(b.add(64 * c + 32));
+            let qh = load256(b.add(128 + 32 * c));
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3));
+            let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m3));
+            let h2 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m3));
+            let h3 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m3));
+            // Unsigned 6-bit values in [0, 63]; the signed value is that minus 32.
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), h3),
+            ];
+            for (k, qk) in q.into_iter().enumerate() {
+                let p = _mm256_maddubs_epi16(qk, load256_i8(y.add(128 * c + 32 * k)));
+                let is = 8 * c + 2 * k;
+                let scv = scales2((sc[is] as i8) as i16, (sc[is + 1] as i8) as i16);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+            }
+        }
+        let isum = hsum_epi32(sumi) - 32 * corr;
+        let d = f16_load(b.add(208)) * act.d[i];
+        sumf += d * isum as f32;
+    }
+    sumf
 }
