@@ -75,24 +75,19 @@ pub struct MatvecScratch {
     activation: crate::quant::Activation,
 }
 
-/// `out[r] = row r · x` for every row of `m`. Float weights use an f32 dot product; block
-/// quantised weights quantise `x` to 8 bits first and use integer dot products, as ggml does.
+/// `out[r] = row r · x` for every row of `m`, with the SIMD kernels of [`crate::quant`]. Float
+/// weights use an f32 dot product; block-quantised weights quantise `x` to 8 bits first and use
+/// integer dot products, as ggml does. Each row's result depends only on that row and `x`, so
+/// results do not depend on batching or on how rows are split.
 pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], scratch: &mut MatvecScratch) {
     debug_assert_eq!(x.len(), m.cols);
     debug_assert_eq!(out.len(), m.rows);
-    if m.ty.is_quantized() {
-        // Shapes were checked at load (rows are whole blocks), so preparing cannot fail.
-        if scratch.activation.prepare(m.ty, x).is_err() {
-            out.fill(f32::NAN);
-            return;
-        }
-        crate::quant::matvec(m.ty, m.data, m.rows, &scratch.activation, out);
+    // Shapes were checked at load (rows are whole blocks), so preparing cannot fail.
+    if scratch.activation.prepare(m.ty, x).is_err() {
+        out.fill(f32::NAN);
         return;
     }
-    let rb = m.data.len() / m.rows.max(1);
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = super::float::dot_row(m.ty, &m.data[r * rb..(r + 1) * rb], x);
-    }
+    crate::quant::matvec(m.ty, m.data, m.rows, &scratch.activation, out);
 }
 
 /// RMS normalisation as Hugging Face computes it: `x / sqrt(mean(x²) + eps) * w`.
