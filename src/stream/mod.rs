@@ -69,14 +69,16 @@ impl Default for StreamConfig {
 /// What streaming did, cumulative since open or the last [`StreamedExperts::reset_stats`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StreamStats {
-    /// Expert fetches by the forward pass.
+    /// Expert fetches by the forward pass: `hits + preload_hits + misses`.
     pub gets: u64,
-    /// Fetches whose expert was already loaded (no waiting).
+    /// Fetches served by the cache: the expert stayed loaded since an earlier use.
     pub hits: u64,
-    /// Fetches that had to wait for a read (a demand read or a preload still in flight).
-    pub misses: u64,
-    /// Fetches served by a preload (loaded or still in flight).
+    /// Fetches served by a preload (already loaded or still in flight).
     pub preload_hits: u64,
+    /// Fetches that issued a demand read.
+    pub misses: u64,
+    /// Fetches that had to wait for a read (a miss, or a preload still in flight).
+    pub waits: u64,
     /// Experts read because of `prefetch`.
     pub preloads: u64,
     /// Preloaded experts evicted or passed over without being used.
@@ -93,7 +95,7 @@ pub struct StreamStats {
 }
 
 impl StreamStats {
-    /// Fraction of fetches that did not wait.
+    /// Fraction of fetches the cache served without reading (preloads excluded).
     pub fn hit_rate(&self) -> f64 {
         if self.gets == 0 {
             0.0
@@ -725,15 +727,14 @@ impl ExpertSource for StreamedExperts {
                 Some(s) => s,
                 None => {
                     if let Some(s) = st.lookup(key) {
-                        let ready = st.slots[s].phase == Phase::Ready;
                         st.stats.gets += 1;
-                        if ready {
-                            st.stats.hits += 1;
-                        } else {
-                            st.stats.misses += 1;
-                        }
                         if st.slots[s].preloaded {
                             st.stats.preload_hits += 1;
+                        } else {
+                            st.stats.hits += 1;
+                        }
+                        if st.slots[s].phase != Phase::Ready {
+                            st.stats.waits += 1;
                         }
                         st.slots[s].pins += 1;
                         held = Some(s);
@@ -741,6 +742,7 @@ impl ExpertSource for StreamedExperts {
                     } else if let Some(s) = st.allocate(false) {
                         st.stats.gets += 1;
                         st.stats.misses += 1;
+                        st.stats.waits += 1;
                         let reqs = st.start_load(s, key, &self.plans[key]);
                         st.slots[s].pins += 1;
                         held = Some(s);
@@ -830,5 +832,29 @@ impl Drop for StreamedExperts {
         for t in tags {
             self.wait_tag(t);
         }
+    }
+}
+
+/// An [`ExpertSource`] over a shared [`StreamedExperts`], so the host keeps a handle for
+/// [`StreamedExperts::set_pool_bytes`] and [`StreamedExperts::stats`] after giving the source
+/// to a model.
+struct Shared(Arc<StreamedExperts>);
+
+impl ExpertSource for Shared {
+    fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
+        self.0.get(layer, expert)
+    }
+    fn prefetch(&self, layer: usize, experts: &[usize]) {
+        self.0.prefetch(layer, experts)
+    }
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+}
+
+impl StreamedExperts {
+    /// A boxed source for [`crate::engine::Model::from_parts`] that shares this one.
+    pub fn shared(self: &Arc<Self>) -> Box<dyn ExpertSource> {
+        Box::new(Shared(self.clone()))
     }
 }

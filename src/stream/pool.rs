@@ -6,6 +6,7 @@
 //! needs on every device we target.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{Error, Result};
 
@@ -31,6 +32,9 @@ pub struct SlotPool {
     len: usize,
     locked: bool,
     lock_note: Option<String>,
+    /// Set once io_uring holds the pages as fixed buffers: the kernel keeps writing to the
+    /// pinned physical pages, so they must never be dropped with `madvise`.
+    registered: AtomicBool,
 }
 
 // SAFETY: the arena is plain memory owned by the pool; all access to slot contents goes
@@ -81,6 +85,7 @@ impl SlotPool {
             len,
             locked: false,
             lock_note: None,
+            registered: AtomicBool::new(false),
         };
         if mlock {
             match pool.try_mlock() {
@@ -112,7 +117,7 @@ impl SlotPool {
         let privileged = unsafe { libc::geteuid() } == 0;
         // Root has CAP_IPC_LOCK, which bypasses the limit.
         if lim.rlim_cur != libc::RLIM_INFINITY
-            && (lim.rlim_cur as u64) < self.len as u64
+            && rlim_u64(lim.rlim_cur) < self.len as u64
             && !privileged
         {
             return Err(format!(
@@ -164,6 +169,16 @@ impl SlotPool {
         self.base
     }
 
+    /// Records that the kernel pinned the arena (io_uring fixed buffers).
+    pub fn mark_registered(&self) {
+        self.registered.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`SlotPool::release`] can give memory back (not while io_uring pins it).
+    pub fn can_release(&self) -> bool {
+        !self.registered.load(Ordering::SeqCst)
+    }
+
     /// Pointer to `len` bytes at `offset` inside `slot`, or `None` when out of range.
     pub fn ptr(&self, slot: usize, offset: usize, len: usize) -> Option<*mut u8> {
         if slot >= self.n_slots || offset.checked_add(len)? > self.slot_size {
@@ -193,7 +208,7 @@ impl SlotPool {
         };
         let count = count.min(self.n_slots - first);
         let len = count * self.slot_size;
-        if len == 0 {
+        if len == 0 || !self.can_release() {
             return;
         }
         // SAFETY: the range lies inside our mapping (checked above) and is page aligned (slot
@@ -221,6 +236,12 @@ impl SlotPool {
             }
         }
     }
+}
+
+/// `rlim_t` is 32 bits on some targets and 64 on others.
+#[allow(clippy::unnecessary_cast)]
+fn rlim_u64(v: libc::rlim_t) -> u64 {
+    v as u64
 }
 
 impl Drop for SlotPool {

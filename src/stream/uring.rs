@@ -104,7 +104,15 @@ impl UringBackend {
             // as the ring exists (the backend holds an Arc to the pool through `target`, and
             // the ring, dropped first, unregisters the buffers).
             match unsafe { ring.submitter().register_buffers(&iovecs) } {
-                Ok(()) => true,
+                Ok(()) => {
+                    pool.mark_registered();
+                    notes.push(
+                        "the pool is registered with io_uring: lowering it evicts experts but \
+                         keeps its memory pinned"
+                            .into(),
+                    );
+                    true
+                }
                 Err(e) => {
                     notes.push(format!(
                         "io_uring refused to register the pool as fixed buffers ({e}); plain reads"
