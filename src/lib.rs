@@ -5,14 +5,15 @@
 //! [`engine::ExpertSource`], so the engine never assumes that every expert is in
 //! memory. See the README for the architecture.
 
+pub mod capi;
 pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod format;
 pub mod quant;
 pub mod sampling;
-pub mod sys;
 pub mod stream;
+pub mod sys;
 pub mod tensor;
 pub mod tokenizer;
 

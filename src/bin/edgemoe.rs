@@ -5,9 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use edgemoe::convert::{convert, ConvertOptions};
-use edgemoe::engine::Model;
+use std::sync::Arc;
+
+use edgemoe::engine::generate::{generate, GenerateParams};
+use edgemoe::engine::perplexity::perplexity;
+use edgemoe::engine::{Backend, LoadOptions, Model, Session};
 use edgemoe::format::GgufFile;
+use edgemoe::sampling::SamplerParams;
 use edgemoe::tensor::GgmlType;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Run Mixture-of-Experts language models on devices whose memory is smaller than the model.
 #[derive(Parser)]
@@ -19,10 +25,152 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a prompt, streaming it as it is produced.
+    Generate(GenerateArgs),
+    /// Measure perplexity on a text file (non-overlapping windows, no BOS).
+    Perplexity(PerplexityArgs),
     /// Convert a Hugging Face checkpoint directory or a llama.cpp GGUF to edgemoe's layout.
     Convert(ConvertArgs),
     /// Show a model file's architecture, tensors and where its bytes go.
     Inspect(InspectArgs),
+}
+
+/// The bundled demo model, found from the working directory or the source tree.
+fn default_model() -> PathBuf {
+    let local = PathBuf::from("models/demo.gguf");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo.gguf")
+    }
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model file (GGUF). Default: the bundled demo model, models/demo.gguf.
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Memory budget for the whole model (e.g. 512M, 2G); experts are streamed from storage
+    /// into a pool sized to fit. Default: no limit, everything resident.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Expert source when a budget is set: auto, io_uring, pread, mmap.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Layers of router look-ahead used to preload experts (0: off).
+    #[arg(long, default_value_t = 1)]
+    lookahead: usize,
+    /// Set by the command: tokens of KV cache the budget reserves.
+    #[arg(skip)]
+    context_length: Option<usize>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> edgemoe::Result<Model> {
+        let path = self.model.clone().unwrap_or_else(default_model);
+        let memory_budget = match &self.memory {
+            Some(m) => Some(edgemoe::sys::parse_bytes(m).ok_or_else(|| {
+                edgemoe::Error::InvalidArgument(format!("`{m}` is not a size like 512M or 2G"))
+            })?),
+            None => None,
+        };
+        let backend = match self.backend.as_str() {
+            "auto" => Backend::Auto,
+            "resident" => Backend::Resident,
+            "io_uring" | "uring" => Backend::IoUring,
+            "pread" => Backend::Pread,
+            "mmap" => Backend::Mmap,
+            other => {
+                return Err(edgemoe::Error::InvalidArgument(format!(
+                    "unknown backend `{other}` (auto, resident, io_uring, pread, mmap)"
+                )))
+            }
+        };
+        let model = Model::load_with(
+            &path,
+            LoadOptions {
+                memory_budget,
+                backend,
+                context_length: self.context_length,
+                ..Default::default()
+            },
+        )?;
+        if let (Some(b), Some(st)) = (model.budget(), model.streamed()) {
+            eprintln!(
+                "budget {}: resident weights {}, KV cache {} ({} tokens), scratch {}, expert pool {} ({} of {} experts; {} minimum){}",
+                human(b.budget),
+                human(b.resident),
+                human(b.kv_cache),
+                b.context_length,
+                human(b.scratch),
+                human(st.pool_bytes()),
+                st.slots(),
+                model.config.n_layers * model.config.n_experts,
+                human(b.min_pool),
+                st.notes().iter().map(|n| format!("\n  note: {n}")).collect::<String>()
+            );
+        }
+        Ok(model)
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(short, long, default_value = "ROMEO:")]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 200)]
+    max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Keep the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Keep the most likely tokens up to this probability mass (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalise tokens seen in the last `--repeat-last-n` tokens (1: off).
+    #[arg(long, default_value_t = 1.1)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Random seed: the same seed gives the same text.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Do not add the BOS token before the prompt.
+    #[arg(long)]
+    no_bos: bool,
+    /// Context length (tokens); default: prompt + max tokens.
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Print expert-cache and prediction figures at the end.
+    #[arg(long)]
+    stats: bool,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text file to measure on.
+    #[arg(short, long)]
+    file: PathBuf,
+    /// Use only the last fraction of the file (0.1: the demo model's held-out split).
+    #[arg(long, default_value_t = 1.0)]
+    tail: f64,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
 }
 
 #[derive(Args)]
@@ -66,6 +214,114 @@ fn human(bytes: u64) -> String {
     }
 }
 
+fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
+    use std::io::Write;
+    // Room for the prompt (its bytes bound its tokens) and the new tokens.
+    let ctx = a.ctx.unwrap_or(a.prompt.len() + a.max_tokens + 2);
+    a.model.context_length = Some(ctx);
+    let model = Arc::new(a.model.load()?);
+    let tokenizer = model.tokenizer()?;
+    let mut session = Session::new(model.clone(), Some(ctx))?;
+    session.set_lookahead(a.model.lookahead);
+    let params = GenerateParams {
+        max_tokens: a.max_tokens,
+        sampler: SamplerParams {
+            temperature: a.temp,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            repeat_penalty: a.repeat_penalty,
+            repeat_last_n: a.repeat_last_n,
+            seed: a.seed,
+        },
+        stop: a.stop.clone(),
+        add_bos: !a.no_bos,
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", a.prompt);
+    let _ = out.flush();
+    let stats = generate(&mut session, tokenizer, &a.prompt, &params, &mut |text| {
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
+        true
+    })?;
+    let _ = writeln!(out);
+    drop(out);
+    let peak = edgemoe::sys::peak_rss_bytes()
+        .map(human)
+        .unwrap_or_else(|| "n/a".into());
+    eprintln!(
+        "prompt {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | peak memory {} | experts {}",
+        stats.prompt_tokens,
+        stats.prompt_tokens_per_second(),
+        stats.generated_tokens,
+        stats.decode_tokens_per_second(),
+        peak,
+        model.experts.name(),
+    );
+    if a.stats {
+        let p = session.prediction_stats();
+        eprintln!(
+            "look-ahead ({} layer): recall {:.1}%, precision {:.1}%",
+            a.model.lookahead,
+            100.0 * p.recall(),
+            100.0 * p.precision()
+        );
+        if let Some(st) = model.streamed() {
+            let s = st.stats();
+            let toks = (stats.prompt_tokens + stats.generated_tokens).max(1) as f64;
+            eprintln!(
+                "experts ({}, {} slots of {}): {} fetches, {} cache hits ({:.1}%), {} preload hits, {} misses, {} preloads ({} wasted); read {} ({} per token) at {}/s; waited {:.3} s on I/O",
+                st.backend_name(),
+                st.slots(),
+                human(st.slot_bytes()),
+                s.gets,
+                s.hits,
+                100.0 * s.hit_rate(),
+                s.preload_hits,
+                s.misses,
+                s.preloads,
+                s.wasted_preloads,
+                human(s.bytes_read),
+                human((s.bytes_read as f64 / toks) as u64),
+                human(s.read_bandwidth() as u64),
+                s.io_wait.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_perplexity(mut a: PerplexityArgs) -> edgemoe::Result<()> {
+    a.model.context_length = Some(a.window);
+    let model = Arc::new(a.model.load()?);
+    let text = std::fs::read_to_string(&a.file).map_err(|e| edgemoe::Error::io(&a.file, e))?;
+    // Split where the demo model's trainer does: by characters, `text[int(0.9 * len):]`.
+    let n_chars = text.chars().count();
+    let skip = (n_chars as f64 * (1.0 - a.tail.clamp(0.0, 1.0))) as usize;
+    let byte_start = text
+        .char_indices()
+        .nth(skip)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let ids = model.tokenizer()?.encode(&text[byte_start..], false)?;
+    let bar = ProgressBar::new((ids.len() / a.window) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("perplexity [{bar:40}] {pos}/{len} windows ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let r = perplexity(&model, &ids, a.window, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "perplexity {:.4} (mean NLL {:.5}) over {} windows of {} tokens, {} predictions",
+        r.perplexity, r.mean_nll, r.windows, a.window, r.predictions
+    );
+    Ok(())
+}
+
 fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
     let opts = ConvertOptions {
         matrix_type: a.ty.as_deref().map(GgmlType::from_name).transpose()?,
@@ -93,7 +349,10 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
         "llama.cpp merged experts"
     };
     println!("file          {}", a.model.display());
-    println!("layout        {layout}, alignment {}", file.header.alignment);
+    println!(
+        "layout        {layout}, alignment {}",
+        file.header.alignment
+    );
     println!(
         "family        {} (general.architecture = {})",
         c.family.name, c.family.gguf_arch
@@ -145,7 +404,10 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
         );
     }
     if a.tensors {
-        println!("\n{:<40} {:>6} {:>20} {:>12}", "tensor", "type", "dims", "bytes");
+        println!(
+            "\n{:<40} {:>6} {:>20} {:>12}",
+            "tensor", "type", "dims", "bytes"
+        );
         for t in &file.header.tensors {
             println!(
                 "{:<40} {:>6} {:>20} {:>12}",
@@ -162,6 +424,8 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(a) => run_generate(a),
+        Command::Perplexity(a) => run_perplexity(a),
         Command::Convert(a) => run_convert(a),
         Command::Inspect(a) => run_inspect(a),
     };

@@ -252,31 +252,7 @@ fn planned<'a>(
 
 /// GGUF tokenizer metadata for the checkpoint's tokenizer files.
 fn tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
-    // Until the tokenizer module provides its own: the tokenizer.json verbatim plus ids.
-    let path = dir.join("tokenizer.json");
-    let json = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut m = vec![(
-        "tokenizer.huggingface.json".to_string(),
-        GgufValue::String(json),
-    )];
-    let cfg_path = dir.join("config.json");
-    let cfg: Value = serde_json::from_str(
-        &std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?,
-    )
-    .map_err(|e| Error::invalid_file(&cfg_path, e.to_string()))?;
-    if let Some(b) = cfg["bos_token_id"].as_u64() {
-        m.push((
-            "tokenizer.ggml.bos_token_id".into(),
-            GgufValue::U32(b as u32),
-        ));
-    }
-    if let Some(e) = cfg["eos_token_id"].as_u64() {
-        m.push((
-            "tokenizer.ggml.eos_token_id".into(),
-            GgufValue::U32(e as u32),
-        ));
-    }
-    Ok(m)
+    Ok(crate::tokenizer::Tokenizer::from_hf_files(dir)?.gguf_metadata())
 }
 
 pub(super) fn convert(dir: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {

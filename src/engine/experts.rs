@@ -200,6 +200,11 @@ pub trait ExpertSource: Send + Sync {
 
     /// A short name for reports (`resident`, `streamed`, ...).
     fn name(&self) -> &'static str;
+
+    /// One line of figures (cache hits, bytes read, ...) for reports, if the source keeps any.
+    fn stats_line(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Serves every expert from the memory-mapped model file.

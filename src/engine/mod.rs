@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod config;
 pub mod experts;
+pub mod generate;
 pub mod model;
 pub mod perplexity;
 pub mod session;
@@ -10,5 +11,5 @@ pub mod session;
 pub use arch::Family;
 pub use config::ModelConfig;
 pub use experts::{ExpertDirectory, ExpertSource, ExpertView};
-pub use model::{Backend, LoadOptions, Model};
+pub use model::{Backend, BudgetPlan, LoadOptions, Model};
 pub use session::{CancelHandle, PredictionStats, Routing, RoutingObserver, RoutingTrace, Session};

@@ -9,6 +9,7 @@ use super::config::ModelConfig;
 use super::experts::{ExpertDirectory, ExpertSource, ResidentExperts};
 use crate::format::{GgufFile, TensorInfo};
 use crate::tensor::{float, ops, Matrix};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// The shared expert of families that have one (Qwen2-MoE).
@@ -52,6 +53,10 @@ pub struct Model {
     pub file: Arc<GgufFile>,
     /// Bytes of weights held in memory outside the expert source.
     pub resident_bytes: u64,
+    /// The tokenizer stored in the file, or why there is none.
+    tokenizer: std::result::Result<Tokenizer, String>,
+    streamed: Option<Arc<crate::stream::StreamedExperts>>,
+    budget: Option<BudgetPlan>,
 }
 
 /// Where experts are served from.
@@ -71,7 +76,6 @@ pub enum Backend {
 }
 
 /// How to load a model.
-#[derive(Default)]
 pub struct LoadOptions<'a> {
     /// Bytes the model may use in all; `None` for no limit.
     pub memory_budget: Option<u64>,
@@ -80,8 +84,110 @@ pub struct LoadOptions<'a> {
     pub threads: usize,
     /// Lock the expert pool in memory where the OS allows.
     pub mlock: bool,
+    /// Expert-cache eviction policy when streaming.
+    pub policy: crate::stream::PolicyKind,
+    /// Tokens of KV cache the budget reserves for (default: the model's context, at most 2048).
+    pub context_length: Option<usize>,
     /// Called with the fraction loaded; returning false cancels the load.
     pub progress: Option<&'a mut dyn FnMut(f32) -> bool>,
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        LoadOptions {
+            memory_budget: None,
+            backend: Backend::Auto,
+            threads: 0,
+            mlock: true,
+            policy: crate::stream::PolicyKind::Lru,
+            context_length: None,
+            progress: None,
+        }
+    }
+}
+
+/// How a memory budget is split.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetPlan {
+    pub budget: u64,
+    /// Non-expert weights, held in memory.
+    pub resident: u64,
+    /// KV cache for `context_length` tokens of one session.
+    pub kv_cache: u64,
+    pub context_length: usize,
+    /// Activations, logits and other working memory.
+    pub scratch: u64,
+    /// What is left for the expert pool (whole slots).
+    pub pool: u64,
+    /// The smallest pool that can run the model.
+    pub min_pool: u64,
+    /// A pool holding every expert.
+    pub max_pool: u64,
+}
+
+impl BudgetPlan {
+    /// The smallest budget that can run the model with this context.
+    pub fn min_budget(&self) -> u64 {
+        self.resident + self.kv_cache + self.scratch + self.min_pool
+    }
+
+    /// Splits `budget` for the model in `file` (no weights are read).
+    pub fn new(
+        file: &GgufFile,
+        config: &ModelConfig,
+        directory: &ExpertDirectory,
+        budget: u64,
+        context_length: Option<usize>,
+    ) -> Result<Self> {
+        let c = config;
+        let expert_names = directory.total_bytes();
+        let resident = file
+            .header
+            .tensors
+            .iter()
+            .map(|t| {
+                if t.dims.len() == 1 {
+                    t.n_elements() * 4
+                } else {
+                    t.size
+                }
+            })
+            .sum::<u64>()
+            .saturating_sub(expert_names);
+        let ctx = context_length.unwrap_or(c.context_length.min(2048));
+        let kv_cache = 2 * (c.n_layers * ctx * c.n_kv_heads * c.head_dim * 4) as u64;
+        // Logits, per-token buffers of a prompt batch (hidden state, its norm, each token's
+        // expert outputs), attention scores, plus 1 MiB for the rest.
+        let batch = ctx.min(512);
+        let scratch =
+            (1 << 20) + 4 * (2 * c.vocab + batch * (2 + c.n_experts_used) * c.hidden + ctx) as u64;
+        let slot = crate::stream::slot_bytes(directory);
+        let min_pool = crate::stream::min_pool_bytes(directory, c.n_experts_used);
+        let max_pool = slot * (c.n_layers * c.n_experts) as u64;
+        let left = budget.saturating_sub(resident + kv_cache + scratch);
+        let pool = (left / slot * slot).min(max_pool);
+        let plan = BudgetPlan {
+            budget,
+            resident,
+            kv_cache,
+            context_length: ctx,
+            scratch,
+            pool,
+            min_pool,
+            max_pool,
+        };
+        if pool < min_pool {
+            return Err(Error::BudgetTooSmall {
+                budget,
+                needed: plan.min_budget(),
+                detail: format!(
+                    "resident weights {resident}, KV cache for {ctx} tokens {kv_cache}, scratch {scratch}, expert pool of {} experts {min_pool}",
+                    c.n_experts_used
+                ),
+            });
+        }
+        Ok(plan)
+    }
 }
 
 /// Reads tensors out of a GGUF file with shape checks.
@@ -203,8 +309,79 @@ impl Model {
                 }
             }
         }
-        let experts = Box::new(ResidentExperts::new(file.clone(), directory.clone()));
-        Self::build(file, config, directory, experts, opts.progress.take())
+        let stream_kind = match opts.backend {
+            Backend::Resident => None,
+            Backend::Auto if opts.memory_budget.is_none() => None,
+            Backend::Auto => Some(crate::stream::BackendKind::Auto),
+            Backend::IoUring => Some(crate::stream::BackendKind::IoUring),
+            Backend::Pread => Some(crate::stream::BackendKind::Pread),
+            Backend::Mmap => Some(crate::stream::BackendKind::Mmap),
+        };
+        let Some(kind) = stream_kind else {
+            let experts = Box::new(ResidentExperts::new(file.clone(), directory.clone()));
+            return Self::build(file, config, directory, experts, opts.progress.take());
+        };
+        let budget = opts.memory_budget.unwrap_or(u64::MAX / 4);
+        let plan = BudgetPlan::new(&file, &config, &directory, budget, opts.context_length)?;
+        if !file.path.exists() {
+            return Err(Error::Unsupported(
+                "streaming experts from a descriptor region; load it resident".into(),
+            ));
+        }
+        let cfg = crate::stream::StreamConfig {
+            pool_bytes: plan.pool,
+            backend: kind,
+            policy: opts.policy,
+            mlock: opts.mlock,
+            ..Default::default()
+        };
+        let streamed = Arc::new(crate::stream::StreamedExperts::open(
+            path,
+            directory.clone(),
+            config.n_layers,
+            &cfg,
+        )?);
+        let mut model = Self::build(
+            file,
+            config,
+            directory,
+            streamed.shared(),
+            opts.progress.take(),
+        )?;
+        // The weights are copied out; let the OS drop the mapped file's pages.
+        model.file.release_pages();
+        model.streamed = Some(streamed);
+        model.budget = Some(plan);
+        Ok(model)
+    }
+
+    /// The expert stream, when experts are streamed from storage.
+    pub fn streamed(&self) -> Option<&Arc<crate::stream::StreamedExperts>> {
+        self.streamed.as_ref()
+    }
+
+    /// How the memory budget is split, when one is set.
+    pub fn budget(&self) -> Option<&BudgetPlan> {
+        self.budget.as_ref()
+    }
+
+    /// Changes the memory budget of a streaming model while it is loaded (an app's
+    /// memory-pressure callback): lowering evicts cached experts down to the new pool before
+    /// returning. Fails with [`Error::BudgetTooSmall`] below the minimum.
+    pub fn set_memory_budget(&self, budget: u64) -> Result<()> {
+        let (Some(streamed), Some(old)) = (&self.streamed, &self.budget) else {
+            return Err(Error::InvalidArgument(
+                "the model was loaded without a memory budget".into(),
+            ));
+        };
+        let plan = BudgetPlan::new(
+            &self.file,
+            &self.config,
+            &self.directory,
+            budget,
+            Some(old.context_length),
+        )?;
+        streamed.set_pool_bytes(plan.pool.min(streamed.max_pool_bytes()))
     }
 
     /// Builds a model around an expert source of the caller's choosing.
@@ -290,6 +467,7 @@ impl Model {
             None
         };
         let resident_bytes = ld.bytes;
+        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| e.to_string());
         Ok(Model {
             path: file.path.clone(),
             config,
@@ -301,12 +479,22 @@ impl Model {
             experts,
             file,
             resident_bytes,
+            tokenizer,
+            streamed: None,
+            budget: None,
         })
     }
 
     /// The output projection (the token embeddings when tied).
     pub fn output_matrix(&self) -> &Matrix {
         self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// The model's tokenizer; an error when the file carries none edgemoe can use.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer
+            .as_ref()
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", self.path.display())))
     }
 
     /// Bytes of all expert weights.

@@ -24,7 +24,9 @@ pub fn perplexity(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Perplexity> {
     if window < 2 {
-        return Err(Error::InvalidArgument("the window must hold at least 2 tokens".into()));
+        return Err(Error::InvalidArgument(
+            "the window must hold at least 2 tokens".into(),
+        ));
     }
     let windows = ids.len() / window;
     if windows == 0 {
@@ -44,7 +46,12 @@ pub fn perplexity(
         for t in 0..window - 1 {
             let row = &logits[t * vocab..(t + 1) * vocab];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let log_sum = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+            let log_sum = row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln()
+                + max;
             nll += log_sum - row[chunk[t + 1] as usize] as f64;
             predictions += 1;
         }

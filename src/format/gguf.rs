@@ -635,7 +635,7 @@ impl GgufFile {
     pub fn from_region(file: std::fs::File, offset: u64, len: u64) -> Result<Self> {
         let path = PathBuf::from(format!("<descriptor region {offset}+{len}>"));
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        if offset.checked_add(len).is_none_or(|end| end > file_len) || len == 0 {
+        if offset.checked_add(len).map_or(true, |end| end > file_len) || len == 0 {
             return Err(Error::invalid_file(
                 &path,
                 format!("region lies outside the {file_len}-byte file"),
@@ -651,6 +651,18 @@ impl GgufFile {
         .map_err(|e| Error::io(&path, e))?;
         let header = GgufHeader::parse(&map, &path)?;
         Ok(GgufFile { path, header, map })
+    }
+
+    /// Tells the OS it may drop the mapped pages (they are read back from the file if touched
+    /// again), so weights already copied out stop counting against the process's memory.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        // SAFETY: a read-only private file mapping: dropping its pages loses nothing, later
+        // accesses fault them back in from the file.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
     }
 
     /// The whole file.

@@ -1,0 +1,110 @@
+// edgemoe.hpp: a small header-only C++17 RAII wrapper over the edgemoe C API.
+#ifndef EDGEMOE_HPP
+#define EDGEMOE_HPP
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "edgemoe.h"
+
+namespace edgemoe {
+
+/// Thrown for any status other than EMOE_STATUS_OK.
+class Error : public std::runtime_error {
+public:
+    Error(emoe_status status, const std::string &message)
+        : std::runtime_error(std::string(emoe_status_string(status)) + ": " + message), status_(status) {}
+    emoe_status status() const noexcept { return status_; }
+
+private:
+    emoe_status status_;
+};
+
+/// A loaded model; a copyable handle (shared ownership), usable from many threads.
+class Model {
+public:
+    explicit Model(const std::string &path, const emoe_model_params *params = nullptr) {
+        char error[512] = {0};
+        emoe_model *raw = nullptr;
+        emoe_status st = emoe_model_load(path.c_str(), params, &raw, error, sizeof error);
+        if (st != EMOE_STATUS_OK) throw Error(st, error);
+        handle_.reset(raw, emoe_model_free);
+    }
+
+    const emoe_model *get() const noexcept { return handle_.get(); }
+
+    emoe_model_info info() const {
+        emoe_model_info out{};
+        out.struct_size = sizeof out;
+        check(emoe_model_get_info(get(), &out));
+        return out;
+    }
+
+    std::vector<int32_t> tokenize(std::string_view text, bool add_bos = true) const {
+        size_t n = 0;
+        std::vector<int32_t> ids(text.size() + 8);
+        emoe_status st = emoe_tokenize(get(), text.data(), text.size(), add_bos, ids.data(), ids.size(), &n);
+        if (st == EMOE_STATUS_BUFFER_TOO_SMALL) {
+            ids.resize(n);
+            st = emoe_tokenize(get(), text.data(), text.size(), add_bos, ids.data(), ids.size(), &n);
+        }
+        check(st);
+        ids.resize(n);
+        return ids;
+    }
+
+private:
+    void check(emoe_status st) const {
+        if (st != EMOE_STATUS_OK) throw Error(st, emoe_model_last_error(get()));
+    }
+    std::shared_ptr<emoe_model> handle_;
+};
+
+/// One conversation. Move-only; one caller at a time; cancel() from any thread.
+class Session {
+public:
+    explicit Session(const Model &model, uint32_t context_length = 0) : model_(model) {
+        emoe_session *raw = nullptr;
+        emoe_status st = emoe_session_new(model.get(), context_length, &raw);
+        if (st != EMOE_STATUS_OK) throw Error(st, emoe_model_last_error(model.get()));
+        handle_.reset(raw);
+    }
+
+    /// Streams the continuation of `prompt` to `on_piece`; return false from it to stop.
+    emoe_generate_stats generate(std::string_view prompt, const std::function<bool(std::string_view)> &on_piece,
+                                 const emoe_generate_params *params = nullptr) {
+        emoe_generate_stats stats{};
+        auto trampoline = [](void *user, const char *piece, size_t len) -> bool {
+            auto *f = static_cast<const std::function<bool(std::string_view)> *>(user);
+            try {
+                return (*f)(std::string_view(piece, len));
+            } catch (...) {
+                return false;  // never let a C++ exception cross the C library
+            }
+        };
+        check(emoe_session_generate(handle_.get(), prompt.data(), prompt.size(), params, trampoline,
+                                    const_cast<std::function<bool(std::string_view)> *>(&on_piece), &stats));
+        return stats;
+    }
+
+    void reset() { check(emoe_session_reset(handle_.get())); }
+    void cancel() noexcept { emoe_session_cancel(handle_.get()); }
+
+private:
+    struct Free {
+        void operator()(emoe_session *s) const noexcept { emoe_session_free(s); }
+    };
+    void check(emoe_status st) const {
+        if (st != EMOE_STATUS_OK) throw Error(st, emoe_session_last_error(handle_.get()));
+    }
+    Model model_;  // keeps the model alive
+    std::unique_ptr<emoe_session, Free> handle_;
+};
+
+}  // namespace edgemoe
+
+#endif  // EDGEMOE_HPP

@@ -1,0 +1,327 @@
+//! `emoe_model`: a loaded model.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use super::params::*;
+use super::{boundary, cstr_arg, emoe_status, invalid, str_arg, Failure, LastError};
+use crate::engine::{LoadOptions, Model};
+
+/// A loaded model: resident weights, the expert pool and cache, the I/O backend, the tokenizer.
+///
+/// Owned by the caller from `emoe_model_load*` until `emoe_model_free`. Immutable after load:
+/// any number of threads may use one model at once (every function takes `const emoe_model *`),
+/// and each `emoe_session` keeps it alive until the session is freed too.
+///
+/// Functions: `emoe_model_load`, `emoe_model_load_fd`, `emoe_model_free`, `emoe_model_get_info`,
+/// `emoe_model_last_error`, `emoe_tokenize`, `emoe_token_to_piece`, `emoe_session_new`.
+pub struct emoe_model {
+    pub(crate) model: Arc<Model>,
+    pub(crate) error: LastError,
+    pub(crate) lookahead: usize,
+}
+
+fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
+    let mut o = LoadOptions::default();
+    o.memory_budget = (p.memory_budget > 0).then_some(p.memory_budget);
+    o.backend = match p.backend {
+        EMOE_BACKEND_AUTO => crate::engine::Backend::Auto,
+        EMOE_BACKEND_RESIDENT => crate::engine::Backend::Resident,
+        EMOE_BACKEND_IO_URING => crate::engine::Backend::IoUring,
+        EMOE_BACKEND_PREAD => crate::engine::Backend::Pread,
+        EMOE_BACKEND_MMAP => crate::engine::Backend::Mmap,
+        other => return Err(invalid(format!("unknown backend {other}"))),
+    };
+    o.threads = p.n_threads as usize;
+    o.mlock = p.use_mlock;
+    Ok(o)
+}
+
+/// Calls the host's progress callback; false cancels.
+fn progress_fn(p: &emoe_model_params) -> impl FnMut(f32) -> bool {
+    let cb = p.progress;
+    let data = p.progress_user_data as usize;
+    move |fraction| match cb {
+        // SAFETY: the host gave this callback and user data for exactly this use.
+        Some(f) => unsafe { f(data as *mut c_void, fraction) },
+        None => true,
+    }
+}
+
+/// Loads the model at `path` (NUL-terminated UTF-8). `params` may be NULL for defaults.
+/// On success writes a new handle to `*out_model`. On failure, when `error_buf` is not NULL,
+/// writes a NUL-terminated message of at most `error_buf_len` bytes there.
+///
+/// # Safety
+/// Pointers must be NULL or valid for their use as described.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_load(
+    path: *const c_char,
+    params: *const emoe_model_params,
+    out_model: *mut *mut emoe_model,
+    error_buf: *mut c_char,
+    error_buf_len: usize,
+) -> emoe_status {
+    let err = LastError::default();
+    let status = boundary(Some(&err), || {
+        if out_model.is_null() {
+            return Err(invalid("`out_model` is NULL"));
+        }
+        // SAFETY: the caller passes a NUL-terminated string or NULL (checked).
+        let path = unsafe { cstr_arg(path, "path") }?;
+        // SAFETY: NULL or a struct initialised by emoe_model_params_default.
+        let p = unsafe { read_versioned(params, "params") }?;
+        let mut opts = load_options(&p)?;
+        let mut progress = progress_fn(&p);
+        opts.progress = Some(&mut progress);
+        let model = Model::load_with(std::path::Path::new(path), opts)?;
+        let handle = Box::new(emoe_model {
+            model: Arc::new(model),
+            error: LastError::default(),
+            lookahead: p.lookahead as usize,
+        });
+        // SAFETY: checked non-null; the caller provides a writable pointer.
+        unsafe { out_model.write(Box::into_raw(handle)) };
+        Ok(())
+    });
+    // SAFETY: the caller passes NULL or a buffer of `error_buf_len` bytes.
+    unsafe { write_error(&err, error_buf, error_buf_len) };
+    status
+}
+
+/// Loads a model from an open file descriptor: the GGUF file occupies `length` bytes starting
+/// at `offset` (for Android assets and content URIs). The descriptor is duplicated; the
+/// caller keeps ownership of `fd`. Otherwise as `emoe_model_load`.
+///
+/// # Safety
+/// Pointers must be NULL or valid for their use as described.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_load_fd(
+    fd: i32,
+    offset: u64,
+    length: u64,
+    params: *const emoe_model_params,
+    out_model: *mut *mut emoe_model,
+    error_buf: *mut c_char,
+    error_buf_len: usize,
+) -> emoe_status {
+    let err = LastError::default();
+    let status = boundary(Some(&err), || {
+        if out_model.is_null() {
+            return Err(invalid("`out_model` is NULL"));
+        }
+        if fd < 0 {
+            return Err(invalid("`fd` is negative"));
+        }
+        // SAFETY: NULL or a struct initialised by emoe_model_params_default.
+        let p = unsafe { read_versioned(params, "params") }?;
+        let mut opts = load_options(&p)?;
+        let mut progress = progress_fn(&p);
+        opts.progress = Some(&mut progress);
+        let file = dup_fd(fd)?;
+        let model = Model::load_region(file, offset, length, opts)?;
+        let handle = Box::new(emoe_model {
+            model: Arc::new(model),
+            error: LastError::default(),
+            lookahead: p.lookahead as usize,
+        });
+        // SAFETY: checked non-null; the caller provides a writable pointer.
+        unsafe { out_model.write(Box::into_raw(handle)) };
+        Ok(())
+    });
+    // SAFETY: the caller passes NULL or a buffer of `error_buf_len` bytes.
+    unsafe { write_error(&err, error_buf, error_buf_len) };
+    status
+}
+
+#[cfg(unix)]
+fn dup_fd(fd: i32) -> Result<std::fs::File, Failure> {
+    use std::os::fd::{BorrowedFd, OwnedFd};
+    // SAFETY: the caller promises `fd` is open for the duration of this call; we only
+    // duplicate it and never close the caller's descriptor.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let owned: OwnedFd = borrowed
+        .try_clone_to_owned()
+        .map_err(|e| Failure::from(crate::Error::io(format!("fd {fd}"), e)))?;
+    Ok(std::fs::File::from(owned))
+}
+
+#[cfg(not(unix))]
+fn dup_fd(_fd: i32) -> Result<std::fs::File, Failure> {
+    Err(invalid(
+        "loading from a file descriptor needs a Unix platform",
+    ))
+}
+
+/// # Safety
+/// `buf` must be NULL or point to `len` writable bytes.
+unsafe fn write_error(err: &LastError, buf: *mut c_char, len: usize) {
+    if buf.is_null() || len == 0 {
+        return;
+    }
+    let msg = err
+        .0
+        .lock()
+        .as_ref()
+        .map(|s| s.as_bytes().to_vec())
+        .unwrap_or_default();
+    let n = msg.len().min(len - 1);
+    // SAFETY: `n + 1 <= len` bytes are written into the caller's buffer.
+    unsafe {
+        std::ptr::copy_nonoverlapping(msg.as_ptr().cast::<c_char>(), buf, n);
+        buf.add(n).write(0);
+    }
+}
+
+/// Frees a model. NULL is a no-op. Sessions created from it stay valid until they are freed.
+///
+/// # Safety
+/// `model` must be NULL or a handle from `emoe_model_load*` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_free(model: *mut emoe_model) {
+    if model.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: a live handle from Box::into_raw, freed exactly once by contract.
+        drop(unsafe { Box::from_raw(model) });
+    }));
+}
+
+/// The message of the last failed call on `model` (empty when the last call succeeded).
+/// Valid until the next call on the same model. NULL model gives "".
+///
+/// # Safety
+/// `model` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_last_error(model: *const emoe_model) -> *const c_char {
+    // SAFETY: NULL or a live handle, by contract.
+    match unsafe { model.as_ref() } {
+        Some(m) => m.error.as_ptr(),
+        None => c"".as_ptr(),
+    }
+}
+
+/// Writes what the model is into `*out` (set `out->struct_size` first, or pass a struct from
+/// a zeroed `emoe_model_info` with `struct_size = sizeof(emoe_model_info)`).
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_get_info(
+    model: *const emoe_model,
+    out: *mut emoe_model_info,
+) -> emoe_status {
+    // SAFETY: NULL or a live handle, by contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
+    };
+    boundary(Some(&m.error), || {
+        if out.is_null() {
+            return Err(invalid("`out` is NULL"));
+        }
+        let c = &m.model.config;
+        let mut info = emoe_model_info::default();
+        for (d, s) in info
+            .architecture
+            .iter_mut()
+            .zip(c.family.name.bytes().take(31))
+        {
+            *d = s as c_char;
+        }
+        info.n_layers = c.n_layers as u32;
+        info.n_experts = c.n_experts as u32;
+        info.n_experts_used = c.n_experts_used as u32;
+        info.hidden_size = c.hidden as u32;
+        info.vocab_size = c.vocab as u32;
+        info.context_length = c.context_length as u32;
+        info.resident_bytes = m.model.resident_bytes;
+        info.expert_bytes = m.model.expert_bytes();
+        // SAFETY: checked non-null; the caller provides a writable struct.
+        unsafe { out.write(info) };
+        Ok(())
+    })
+}
+
+/// Tokenizes `len` bytes of UTF-8 `text`. Writes up to `capacity` ids to `tokens` and the
+/// number of ids to `*n_tokens`; when `capacity` is too small, writes the needed count to
+/// `*n_tokens` and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// Pointers must be NULL or valid for the given lengths.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_tokenize(
+    model: *const emoe_model,
+    text: *const c_char,
+    len: usize,
+    add_bos: bool,
+    tokens: *mut i32,
+    capacity: usize,
+    n_tokens: *mut usize,
+) -> emoe_status {
+    // SAFETY: NULL or a live handle, by contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
+    };
+    boundary(Some(&m.error), || {
+        if n_tokens.is_null() || (tokens.is_null() && capacity > 0) {
+            return Err(invalid(
+                "`n_tokens` is NULL, or `tokens` is NULL with a capacity",
+            ));
+        }
+        // SAFETY: `len` readable bytes at `text`, by contract.
+        let text = unsafe { str_arg(text, len, "text") }?;
+        let ids = m.model.tokenizer()?.encode(text, add_bos)?;
+        // SAFETY: checked non-null.
+        unsafe { n_tokens.write(ids.len()) };
+        if ids.len() > capacity {
+            return Err(Failure {
+                status: emoe_status::EMOE_STATUS_BUFFER_TOO_SMALL,
+                message: format!("{} tokens do not fit in {capacity}", ids.len()),
+            });
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            // SAFETY: i < ids.len() <= capacity elements of the caller's buffer.
+            unsafe { tokens.add(i).write(id as i32) };
+        }
+        Ok(())
+    })
+}
+
+/// Writes the bytes token `token` stands for (not NUL-terminated; may be part of a UTF-8
+/// character) to `buf` and their count to `*len`. When `capacity` is too small, writes the
+/// needed count and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// Pointers must be NULL or valid for the given lengths.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_token_to_piece(
+    model: *const emoe_model,
+    token: i32,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> emoe_status {
+    // SAFETY: NULL or a live handle, by contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
+    };
+    boundary(Some(&m.error), || {
+        if len.is_null() || (buf.is_null() && capacity > 0) {
+            return Err(invalid("`len` is NULL, or `buf` is NULL with a capacity"));
+        }
+        let id = u32::try_from(token).map_err(|_| invalid(format!("token {token} is negative")))?;
+        let piece = m.model.tokenizer()?.token_to_piece(id)?;
+        // SAFETY: checked non-null.
+        unsafe { len.write(piece.len()) };
+        if piece.len() > capacity {
+            return Err(Failure {
+                status: emoe_status::EMOE_STATUS_BUFFER_TOO_SMALL,
+                message: format!("piece of {} bytes does not fit in {capacity}", piece.len()),
+            });
+        }
+        // SAFETY: piece.len() <= capacity bytes of the caller's buffer.
+        unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr().cast::<c_char>(), buf, piece.len()) };
+        Ok(())
+    })
+}

@@ -1,0 +1,271 @@
+//! Versioned parameter structs. Each starts with `struct_size`, which the `_default` function
+//! sets; fields past the caller's `struct_size` (an older header) take their defaults, so fields
+//! can be added at the end without breaking callers.
+
+use std::ffi::{c_char, c_void};
+
+use super::{boundary, emoe_status, invalid, Failure};
+
+/// Pick the best I/O backend available (io_uring on Linux, else a pread pool).
+pub const EMOE_BACKEND_AUTO: u32 = 0;
+/// Keep every expert in memory (memory-mapped file); no budget.
+pub const EMOE_BACKEND_RESIDENT: u32 = 1;
+/// io_uring with O_DIRECT and registered buffers (Linux).
+pub const EMOE_BACKEND_IO_URING: u32 = 2;
+/// A thread pool of positioned reads (all platforms).
+pub const EMOE_BACKEND_PREAD: u32 = 3;
+/// Copies from a memory map (the llama.cpp way; a baseline).
+pub const EMOE_BACKEND_MMAP: u32 = 4;
+
+/// Called during loading with progress in [0, 1]; return false to cancel the load.
+/// Called on the loading thread.
+pub type emoe_progress_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, progress: f32) -> bool>;
+
+/// Receives generated text, always whole UTF-8 characters (not NUL-terminated); return false
+/// to stop generating. Called on the thread that called `emoe_session_generate`.
+pub type emoe_piece_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, piece: *const c_char, len: usize) -> bool>;
+
+/// How to load a model. Initialise with `emoe_model_params_default`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct emoe_model_params {
+    /// `sizeof(emoe_model_params)`, set by `emoe_model_params_default`.
+    pub struct_size: u32,
+    /// One of `EMOE_BACKEND_*`.
+    pub backend: u32,
+    /// Bytes the model may use in all (resident weights + KV cache + scratch + expert pool);
+    /// 0 means no limit.
+    pub memory_budget: u64,
+    /// Threads for the kernels; 0 means the number of physical cores.
+    pub n_threads: u32,
+    /// Layers of router look-ahead used to preload experts; 0 turns preloading off.
+    pub lookahead: u32,
+    /// Lock the expert pool in memory where the OS allows.
+    pub use_mlock: bool,
+    pub progress: emoe_progress_callback,
+    pub progress_user_data: *mut c_void,
+}
+
+impl Default for emoe_model_params {
+    fn default() -> Self {
+        emoe_model_params {
+            struct_size: std::mem::size_of::<Self>() as u32,
+            backend: EMOE_BACKEND_AUTO,
+            memory_budget: 0,
+            n_threads: 0,
+            lookahead: 1,
+            use_mlock: true,
+            progress: None,
+            progress_user_data: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// How to sample. Initialise with `emoe_sampling_params_default` (greedy).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct emoe_sampling_params {
+    pub struct_size: u32,
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 turns top-k off.
+    pub top_k: u32,
+    /// 1 turns top-p off.
+    pub top_p: f32,
+    /// 0 turns min-p off.
+    pub min_p: f32,
+    /// 1 turns the repetition penalty off.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repetition penalty looks at.
+    pub repeat_last_n: u32,
+    pub seed: u64,
+}
+
+impl Default for emoe_sampling_params {
+    fn default() -> Self {
+        let d = crate::sampling::SamplerParams::default();
+        emoe_sampling_params {
+            struct_size: std::mem::size_of::<Self>() as u32,
+            temperature: d.temperature,
+            top_k: d.top_k as u32,
+            top_p: d.top_p,
+            min_p: d.min_p,
+            repeat_penalty: d.repeat_penalty,
+            repeat_last_n: d.repeat_last_n as u32,
+            seed: d.seed,
+        }
+    }
+}
+
+impl emoe_sampling_params {
+    pub(crate) fn to_rust(self) -> crate::sampling::SamplerParams {
+        crate::sampling::SamplerParams {
+            temperature: self.temperature,
+            top_k: self.top_k as usize,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n as usize,
+            seed: self.seed,
+        }
+    }
+}
+
+/// What `emoe_session_generate` does. Initialise with `emoe_generate_params_default`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct emoe_generate_params {
+    pub struct_size: u32,
+    /// Most new tokens.
+    pub max_tokens: u32,
+    /// Add the model's BOS token before the prompt when it uses one.
+    pub add_bos: bool,
+    pub sampling: emoe_sampling_params,
+    /// `n_stop` NUL-terminated UTF-8 stop strings (may be NULL when `n_stop` is 0).
+    pub stop: *const *const c_char,
+    pub n_stop: usize,
+}
+
+impl Default for emoe_generate_params {
+    fn default() -> Self {
+        emoe_generate_params {
+            struct_size: std::mem::size_of::<Self>() as u32,
+            max_tokens: 128,
+            add_bos: true,
+            sampling: emoe_sampling_params::default(),
+            stop: std::ptr::null(),
+            n_stop: 0,
+        }
+    }
+}
+
+/// Figures of one `emoe_session_generate` call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct emoe_generate_stats {
+    pub struct_size: u32,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub prompt_seconds: f64,
+    pub decode_seconds: f64,
+    /// 0 end of sequence, 1 max tokens, 2 stop string, 3 context full, 4 callback asked to stop.
+    pub stop_reason: u32,
+}
+
+/// Reads a versioned struct: copies the caller's first `struct_size` bytes over the defaults.
+///
+/// # Safety
+/// `ptr` must be null or point to a struct whose first field is a `u32` size, readable for
+/// that many bytes.
+pub(crate) unsafe fn read_versioned<T: Copy + Default>(
+    ptr: *const T,
+    what: &str,
+) -> Result<T, Failure> {
+    let mut out = T::default();
+    if ptr.is_null() {
+        return Ok(out);
+    }
+    // SAFETY: the first field of every versioned struct is its u32 size; the caller
+    // guarantees it is readable.
+    let size = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
+    if !(4..=65536).contains(&size) {
+        return Err(invalid(format!(
+            "`{what}.struct_size` is {size}: initialise it with the _default function"
+        )));
+    }
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: copying `n` bytes, at most the size of T and at most what the caller says is
+    // readable, into a valid T made of plain-old-data fields (integers, floats, bools it set
+    // from a T, pointers), as the _default function gave them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), n);
+    }
+    Ok(out)
+}
+
+/// Writes `T::default()` through `out`.
+///
+/// # Safety
+/// `out` must be NULL or writable.
+unsafe fn write_default<T: Default>(out: *mut T) -> emoe_status {
+    boundary(None, || {
+        if out.is_null() {
+            return Err(invalid("`out` is NULL"));
+        }
+        // SAFETY: checked non-null; the caller guarantees it is writable.
+        unsafe { out.write(T::default()) };
+        Ok(())
+    })
+}
+
+/// Writes the defaults (and `struct_size`) into `*out`.
+///
+/// # Safety
+/// `out` must be NULL or point to writable memory for the struct.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_params_default(out: *mut emoe_model_params) -> emoe_status {
+    // SAFETY: forwarded contract.
+    unsafe { write_default(out) }
+}
+
+/// Writes the defaults (and `struct_size`) into `*out`.
+///
+/// # Safety
+/// `out` must be NULL or point to writable memory for the struct.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_sampling_params_default(
+    out: *mut emoe_sampling_params,
+) -> emoe_status {
+    // SAFETY: forwarded contract.
+    unsafe { write_default(out) }
+}
+
+/// Writes the defaults (and `struct_size`) into `*out`.
+///
+/// # Safety
+/// `out` must be NULL or point to writable memory for the struct.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_generate_params_default(
+    out: *mut emoe_generate_params,
+) -> emoe_status {
+    // SAFETY: forwarded contract.
+    unsafe { write_default(out) }
+}
+
+impl Default for emoe_model_info {
+    fn default() -> Self {
+        emoe_model_info {
+            struct_size: std::mem::size_of::<Self>() as u32,
+            architecture: [0; 32],
+            n_layers: 0,
+            n_experts: 0,
+            n_experts_used: 0,
+            hidden_size: 0,
+            vocab_size: 0,
+            context_length: 0,
+            resident_bytes: 0,
+            expert_bytes: 0,
+        }
+    }
+}
+
+/// What a model is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct emoe_model_info {
+    pub struct_size: u32,
+    /// NUL-terminated family name: "mixtral", "qwen2_moe", "qwen3_moe", "olmoe".
+    pub architecture: [c_char; 32],
+    pub n_layers: u32,
+    pub n_experts: u32,
+    pub n_experts_used: u32,
+    pub hidden_size: u32,
+    pub vocab_size: u32,
+    pub context_length: u32,
+    /// Bytes of weights kept in memory (everything but the experts).
+    pub resident_bytes: u64,
+    /// Bytes of all experts.
+    pub expert_bytes: u64,
+}

@@ -1,0 +1,182 @@
+//! The generation loop: prompt, sample, stream text, stop.
+
+use std::time::Instant;
+
+use super::session::Session;
+use crate::sampling::{Sampler, SamplerParams};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::{Error, Result};
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    /// Most new tokens.
+    pub max_tokens: usize,
+    pub sampler: SamplerParams,
+    /// Generation stops before any of these strings would be emitted.
+    pub stop: Vec<String>,
+    /// Whether to add the model's BOS token before the prompt (when it uses one).
+    pub add_bos: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 128,
+            sampler: SamplerParams::default(),
+            stop: Vec::new(),
+            add_bos: true,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    EndOfSequence,
+    MaxTokens,
+    StopString,
+    ContextFull,
+    /// The text callback asked to stop.
+    Callback,
+}
+
+/// Figures of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub prompt_seconds: f64,
+    pub generated_tokens: usize,
+    pub decode_seconds: f64,
+    pub stop_reason: StopReason,
+}
+
+impl GenerateStats {
+    pub fn prompt_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_seconds.max(1e-9)
+    }
+
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.generated_tokens as f64 / self.decode_seconds.max(1e-9)
+    }
+}
+
+/// Holds back text that could be the start of a stop string.
+struct StopFilter<'a> {
+    stops: &'a [String],
+    pending: String,
+}
+
+impl StopFilter<'_> {
+    /// Adds text; returns what may be emitted now and whether a stop string was reached.
+    fn push(&mut self, text: &str) -> (String, bool) {
+        self.pending.push_str(text);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // Keep the longest suffix that is a proper prefix of some stop string.
+        let mut keep = 0;
+        for s in self.stops {
+            for (i, _) in s.char_indices().skip(1) {
+                if self.pending.ends_with(&s[..i]) {
+                    keep = keep.max(i);
+                }
+            }
+        }
+        let cut = self.pending.len() - keep;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (out, false)
+    }
+}
+
+/// Generates a continuation of `prompt` after what `session` already holds, passing text to
+/// `on_text` as it is produced (always whole UTF-8 characters); `on_text` returns `false` to stop.
+pub fn generate(
+    session: &mut Session,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<GenerateStats> {
+    let ids = tokenizer.encode(prompt, params.add_bos)?;
+    if ids.is_empty() {
+        return Err(Error::InvalidArgument("the prompt is empty".into()));
+    }
+    let mut sampler = Sampler::new(params.sampler.clone())?;
+    let mut history: Vec<u32> = ids.clone();
+    let start = Instant::now();
+    let mut next = sampler.sample(session.eval(&ids, false)?, &history);
+    let prompt_seconds = start.elapsed().as_secs_f64();
+    let decode_start = Instant::now();
+    let mut decoder = StreamDecoder::default();
+    let mut filter = StopFilter {
+        stops: &params.stop,
+        pending: String::new(),
+    };
+    let mut generated = 0;
+    let stop_reason = loop {
+        if tokenizer.is_eos(next) {
+            break StopReason::EndOfSequence;
+        }
+        generated += 1;
+        history.push(next);
+        let text = decoder.push(tokenizer, next)?;
+        let (emit, stopped) = filter.push(&text);
+        if !emit.is_empty() && !on_text(&emit) {
+            break StopReason::Callback;
+        }
+        if stopped {
+            break StopReason::StopString;
+        }
+        if generated >= params.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        if session.position() >= session.capacity() {
+            break StopReason::ContextFull;
+        }
+        next = sampler.sample(session.eval(&[next], false)?, &history);
+    };
+    if stop_reason != StopReason::StopString && stop_reason != StopReason::Callback {
+        let (emit, _) = filter.push(&decoder.finish());
+        let rest = emit + &filter.pending;
+        if !rest.is_empty() {
+            on_text(&rest);
+        }
+    }
+    Ok(GenerateStats {
+        prompt_tokens: ids.len(),
+        prompt_seconds,
+        generated_tokens: generated,
+        decode_seconds: decode_start.elapsed().as_secs_f64(),
+        stop_reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopFilter;
+
+    #[test]
+    fn stop_string_split_across_pieces() {
+        let stops = vec!["\n\nEND".to_string()];
+        let mut f = StopFilter {
+            stops: &stops,
+            pending: String::new(),
+        };
+        let (a, s1) = f.push("hello\n");
+        assert_eq!((a.as_str(), s1), ("hello", false));
+        let (b, s2) = f.push("\nEN");
+        assert_eq!((b.as_str(), s2), ("", false));
+        let (c, s3) = f.push("D more");
+        assert_eq!((c.as_str(), s3), ("", true));
+    }
+}

@@ -1,0 +1,174 @@
+/* The C API's contract: NULL arguments, double free of NULL, bad input, cancellation from
+ * another thread, sessions usable after errors.   contract MODEL.gguf */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "edgemoe.h"
+
+static int failures = 0;
+#define EXPECT(cond)                                                      \
+    do {                                                                  \
+        if (!(cond)) {                                                    \
+            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                   \
+        }                                                                 \
+    } while (0)
+#define INVALID EMOE_STATUS_INVALID_ARGUMENT
+
+typedef struct {
+    emoe_session *session;
+    volatile int pieces;
+} cancel_job;
+
+static bool count_piece(void *user_data, const char *piece, size_t len) {
+    (void)piece;
+    (void)len;
+    cancel_job *j = user_data;
+    j->pieces++;
+    return true;
+}
+
+static void *canceller(void *arg) {
+    cancel_job *j = arg;
+    while (j->pieces < 2) usleep(1000);
+    emoe_session_cancel(j->session);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL.gguf\n", argv[0]);
+        return 2;
+    }
+    char error[256];
+    emoe_model *model = NULL;
+    emoe_session *session = NULL;
+    emoe_model_params mp;
+    emoe_generate_params gp;
+    emoe_sampling_params sp;
+    emoe_model_info info;
+    int32_t tokens[64];
+    size_t n = 0;
+    const float *logits = NULL;
+
+    /* NULL everywhere: a status, never a crash. */
+    EXPECT(emoe_model_params_default(NULL) == INVALID);
+    EXPECT(emoe_generate_params_default(NULL) == INVALID);
+    EXPECT(emoe_sampling_params_default(NULL) == INVALID);
+    EXPECT(emoe_model_load(NULL, NULL, &model, error, sizeof error) == INVALID);
+    EXPECT(strlen(error) > 0);
+    EXPECT(emoe_model_load(argv[1], NULL, NULL, NULL, 0) == INVALID);
+    EXPECT(emoe_model_load_fd(-1, 0, 0, NULL, &model, NULL, 0) == INVALID);
+    EXPECT(emoe_model_get_info(NULL, &info) == INVALID);
+    EXPECT(emoe_tokenize(NULL, "a", 1, true, tokens, 64, &n) == INVALID);
+    EXPECT(emoe_token_to_piece(NULL, 0, error, sizeof error, &n) == INVALID);
+    EXPECT(emoe_session_new(NULL, 0, &session) == INVALID);
+    EXPECT(emoe_session_eval(NULL, tokens, 1) == INVALID);
+    EXPECT(emoe_session_logits(NULL, &logits, &n) == INVALID);
+    EXPECT(emoe_session_sample(NULL, NULL, tokens) == INVALID);
+    EXPECT(emoe_session_generate(NULL, "a", 1, NULL, NULL, NULL, NULL) == INVALID);
+    EXPECT(emoe_session_cancel(NULL) == INVALID);
+    EXPECT(emoe_session_reset(NULL) == INVALID);
+    EXPECT(emoe_session_position(NULL, &n) == INVALID);
+    EXPECT(strcmp(emoe_model_last_error(NULL), "") == 0);
+    EXPECT(strcmp(emoe_session_last_error(NULL), "") == 0);
+    emoe_model_free(NULL);
+    emoe_model_free(NULL);
+    emoe_session_free(NULL);
+    emoe_session_free(NULL);
+    EXPECT(strlen(emoe_version()) > 0);
+    EXPECT(emoe_abi_version() == EMOE_ABI_VERSION);
+    EXPECT(strcmp(emoe_status_string(12345), "unknown status") == 0);
+
+    /* Bad files: typed errors with a message. */
+    EXPECT(emoe_model_load("/nonexistent/model.gguf", NULL, &model, error, sizeof error) == EMOE_STATUS_IO);
+    EXPECT(strstr(error, "nonexistent") != NULL);
+    FILE *junk = fopen("contract-not-a-model.gguf", "wb");
+    if (junk) {
+        fputs("GGUF but then nothing sensible at all", junk);
+        fclose(junk);
+    }
+    EXPECT(emoe_model_load("contract-not-a-model.gguf", NULL, &model, error, sizeof error) == EMOE_STATUS_INVALID_FILE);
+    EXPECT(strstr(error, "contract-not-a-model.gguf") != NULL);
+    remove("contract-not-a-model.gguf");
+    mp.struct_size = 1; /* not initialised with the _default function */
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == INVALID);
+    EXPECT(model == NULL);
+
+    /* A real model. */
+    emoe_model_params_default(&mp);
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == EMOE_STATUS_OK);
+    if (!model) return 1;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    EXPECT(emoe_model_get_info(model, &info) == EMOE_STATUS_OK && info.n_experts > 0);
+    EXPECT(emoe_model_get_info(model, NULL) == INVALID);
+    EXPECT(strlen(emoe_model_last_error(model)) > 0);
+
+    /* Tokenizer: invalid UTF-8, small buffers. */
+    const char bad_utf8[] = {'a', (char)0xff, 'b'};
+    EXPECT(emoe_tokenize(model, bad_utf8, 3, true, tokens, 64, &n) == INVALID);
+    EXPECT(emoe_tokenize(model, "ROMEO: hello there", 18, true, tokens, 1, &n) == EMOE_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(n > 1);
+    EXPECT(emoe_tokenize(model, "ROMEO: hello there", 18, true, tokens, 64, &n) == EMOE_STATUS_OK);
+    EXPECT(emoe_token_to_piece(model, -1, error, sizeof error, &n) == INVALID);
+    EXPECT(emoe_token_to_piece(model, 1 << 30, error, sizeof error, &n) == INVALID);
+
+    /* Sessions: eval, logits, sample; errors leave them usable. */
+    EXPECT(emoe_session_new(model, 64, &session) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_logits(session, &logits, &n) == INVALID); /* nothing evaluated yet */
+    int32_t out_of_vocab = 1 << 30;
+    EXPECT(emoe_session_eval(session, &out_of_vocab, 1) == INVALID);
+    EXPECT(emoe_tokenize(model, "ROMEO:", 6, true, tokens, 64, &n) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_eval(session, tokens, n) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_logits(session, &logits, &n) == EMOE_STATUS_OK && n == info.vocab_size);
+    emoe_sampling_params_default(&sp);
+    int32_t next = -1;
+    EXPECT(emoe_session_sample(session, &sp, &next) == EMOE_STATUS_OK && next >= 0);
+    EXPECT(emoe_session_generate(session, bad_utf8, 3, NULL, NULL, NULL, NULL) == INVALID);
+    emoe_generate_params_default(&gp);
+    gp.n_stop = 1; /* with a NULL stop array */
+    EXPECT(emoe_session_generate(session, "x", 1, &gp, NULL, NULL, NULL) == INVALID);
+
+    /* Context full is a status, and reset makes room again. */
+    emoe_generate_params_default(&gp);
+    gp.max_tokens = 1000;
+    emoe_generate_stats stats;
+    EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, &stats) == EMOE_STATUS_OK);
+    EXPECT(stats.stop_reason == 3 || stats.stop_reason == 0);
+    EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_position(session, &n) == EMOE_STATUS_OK && n == 0);
+    emoe_session_free(session);
+
+    /* Cancel from another thread during generation; the session stays usable. */
+    EXPECT(emoe_session_new(model, 512, &session) == EMOE_STATUS_OK);
+    cancel_job job = {session, 0};
+    pthread_t tid;
+    pthread_create(&tid, NULL, canceller, &job);
+    emoe_generate_params_default(&gp);
+    gp.max_tokens = 400;
+    emoe_status st = emoe_session_generate(session, "ROMEO:", 6, &gp, count_piece, &job, NULL);
+    pthread_join(tid, NULL);
+    EXPECT(st == EMOE_STATUS_CANCELLED);
+    EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
+    gp.max_tokens = 4;
+    EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+    emoe_session_free(session);
+
+    /* A session keeps its model alive after the model handle is freed. */
+    EXPECT(emoe_session_new(model, 32, &session) == EMOE_STATUS_OK);
+    emoe_model_free(model);
+    gp.max_tokens = 4;
+    EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+    emoe_session_free(session);
+
+    if (failures) {
+        fprintf(stderr, "%d contract failures\n", failures);
+        return 1;
+    }
+    printf("C API contract: all checks passed\n");
+    return 0;
+}

@@ -1,0 +1,7 @@
+// The C header and the C++ wrapper compile as C++17, each included twice.
+#include "edgemoe.h"
+#include "edgemoe.h"
+#include "edgemoe.hpp"
+#include "edgemoe.hpp"
+
+int edgemoe_header_compiles_as_cxx() { return EMOE_STATUS_OK; }
