@@ -1,0 +1,39 @@
+//! The C examples and the C contract test, built with CMake against the cdylib and staticlib
+//! and run by ctest. Needs cmake and a C/C++ compiler (CI installs cmake); skipped with a
+//! message when cmake is missing.
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cmake_examples_and_contract_tests() {
+    if Command::new("cmake").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: cmake not found (apt-get install cmake)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let build = root.join("target/cmake-test");
+    let _ = std::fs::remove_dir_all(&build);
+    // The library is built by cargo from inside CMake, into the same target directory this
+    // test binary came from (cargo releases its lock while tests run).
+    run(Command::new("cmake")
+        .arg("-S")
+        .arg(root)
+        .arg("-B")
+        .arg(&build)
+        .arg("-DCMAKE_BUILD_TYPE=Release"));
+    run(Command::new("cmake").arg("--build").arg(&build).arg("-j2"));
+    run(Command::new("ctest")
+        .arg("--output-on-failure")
+        .current_dir(&build));
+}
