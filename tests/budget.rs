@@ -1,0 +1,85 @@
+//! A memory budget streams experts from storage and gives the same tokens as a resident run;
+//! a budget too small is a typed error stating the minimum; the budget can change mid-run.
+
+use edgemoe::engine::{Backend, LoadOptions, Model, Session};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo.gguf")
+}
+
+fn greedy(model: &Arc<Model>, n: usize, mut between: impl FnMut(usize)) -> Vec<u32> {
+    let tok = model.tokenizer().unwrap();
+    let ids = tok.encode("ROMEO:", true).unwrap();
+    let mut s = Session::new(model.clone(), Some(64)).unwrap();
+    s.set_lookahead(1);
+    let mut logits = s.eval(&ids, false).unwrap().to_vec();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let next = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .unwrap()
+            .0 as u32;
+        out.push(next);
+        between(i);
+        logits = s.eval(&[next], false).unwrap().to_vec();
+    }
+    out
+}
+
+fn load(budget: u64, backend: Backend) -> edgemoe::Result<Model> {
+    Model::load_with(
+        &demo(),
+        LoadOptions {
+            memory_budget: Some(budget),
+            backend,
+            context_length: Some(64),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn budget_too_small_states_the_minimum() {
+    let err = load(1 << 20, Backend::Auto).err().expect("1 MiB cannot hold the demo model");
+    match err {
+        edgemoe::Error::BudgetTooSmall { needed, budget, .. } => {
+            assert_eq!(budget, 1 << 20);
+            assert!(needed > budget);
+            // The stated minimum works.
+            load(needed, Backend::Auto).unwrap();
+            assert!(matches!(
+                load(needed - 1, Backend::Auto),
+                Err(edgemoe::Error::BudgetTooSmall { .. })
+            ));
+        }
+        other => panic!("expected BudgetTooSmall, got {other}"),
+    }
+}
+
+#[test]
+fn streamed_under_budget_equals_resident_and_survives_budget_changes() {
+    let resident = Arc::new(Model::load(&demo()).unwrap());
+    let want = greedy(&resident, 24, |_| {});
+    for backend in [Backend::Pread, Backend::Mmap, Backend::IoUring] {
+        let min = match load(0, backend) {
+            Err(edgemoe::Error::BudgetTooSmall { needed, .. }) => needed,
+            other => panic!("{other:?}", other = other.err()),
+        };
+        let model = Arc::new(load(min + (1 << 20), backend).unwrap());
+        assert!(model.streamed().is_some());
+        let m = model.clone();
+        let got = greedy(&model, 24, |i| match i {
+            8 => m.set_memory_budget(min).unwrap(),
+            16 => m.set_memory_budget(min + (4 << 20)).unwrap(),
+            _ => {}
+        });
+        assert_eq!(got, want, "{backend:?}");
+        assert!(model.set_memory_budget(min - 1).is_err());
+        let stats = model.streamed().unwrap().stats();
+        assert!(stats.bytes_read > 0 && stats.gets > 0, "{backend:?}: {stats:?}");
+    }
+}
