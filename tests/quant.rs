@@ -461,3 +461,46 @@ fn activation_is_reusable_across_types_and_sizes() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Throughput (manual): cargo test --release --test quant -- --ignored --nocapture
+// ---------------------------------------------------------------------------
+
+/// Single-threaded `matvec` throughput per weight type on a 4096 x 4096
+/// matrix (one expert projection is 4096 x 14336 in Mixtral-class models),
+/// reported as weight GB/s. Ignored by default: it is a measurement, not a
+/// check. `EDGEMOE_FORCE_SCALAR=1` measures the scalar kernels.
+#[test]
+#[ignore]
+fn matvec_throughput() {
+    let (cols, rows) = (4096usize, 4096usize);
+    let mut rng = Rng(2024);
+    let x = rng.gauss_vec(cols, 1.0);
+    // One quantised row repeated: the kernels do not care, generation is fast.
+    eprintln!("kernels: {}", edgemoe::quant::kernel_name());
+    for ty in WEIGHT_TYPES {
+        let row = quantized(ty, &rng.gauss_vec(cols, 1.0));
+        let w: Vec<u8> = row.iter().copied().cycle().take(row.len() * rows).collect();
+        let mut act = Activation::new();
+        let mut out = vec![0f32; rows];
+        act.prepare(ty, &x).unwrap();
+        matvec(ty, &w, rows, &act, &mut out); // warm-up
+        let iters = 8;
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            act.prepare(ty, &x).unwrap();
+            matvec(ty, &w, rows, &act, &mut out);
+        }
+        let secs = t.elapsed().as_secs_f64() / iters as f64;
+        let gbs = w.len() as f64 / secs / 1e9;
+        let gel = (rows * cols) as f64 / secs / 1e9;
+        eprintln!(
+            "{:>5}: {:7.3} ms/matvec  {:6.2} GB/s  {:6.2} Gelem/s",
+            ty.name(),
+            secs * 1e3,
+            gbs,
+            gel
+        );
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
+}

@@ -1,6 +1,519 @@
-//! NEON kernels.
-use super::DotFn;
+//! NEON dot-product kernels for aarch64.
+//!
+//! Selected by `quant::kernel` when NEON was detected at run time (always, on
+//! aarch64 Linux). Every kernel is an `unsafe fn` with the [`DotFn`] contract:
+//! `row` holds exactly `act.n` elements of the weight type and `act` was
+//! prepared as its `vec_dot_type`, so every pointer offset below stays inside
+//! `row`, `act.qs`, `act.d`, `act.s` or `act.x`. Loads go through byte
+//! pointers (`vld1q_u8` / `vld1q_s8`), which need no alignment.
+//!
+//! Only base NEON is used (no `dotprod`): 8x8-bit widening multiplies and
+//! pairwise accumulation into i32 lanes. All quantised kernels form exact
+//! integer sums per block (per super-block for the K-quants) and apply the
+//! scales exactly as the scalar kernels in `dot.rs` do, so their results are
+//! bit-identical to the scalar ones. The float kernels differ from the scalar
+//! ones only by summation order.
+
+use std::arch::aarch64::*;
+
+use super::dot::{k4_min_sum, k4_scales_mins};
+use super::reference::{f16_at, q3k_scales, QK_K};
+use super::{Activation, DotFn};
 use crate::tensor::dtype::GgmlType;
-pub(crate) fn kernel(_t: GgmlType) -> Option<DotFn> {
-    None
+
+/// The NEON kernel for `t`, if there is one.
+pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
+    Some(match t {
+        GgmlType::F32 => dot_f32,
+        GgmlType::F16 => dot_f16,
+        GgmlType::BF16 => dot_bf16,
+        GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q4_1 => dot_q4_1,
+        GgmlType::Q5_0 => dot_q5_0,
+        GgmlType::Q5_1 => dot_q5_1,
+        GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q2K => dot_q2_k,
+        GgmlType::Q3K => dot_q3_k,
+        GgmlType::Q4K => dot_q4_k,
+        GgmlType::Q5K => dot_q5_k,
+        GgmlType::Q6K => dot_q6_k,
+        GgmlType::Q8_1 | GgmlType::Q8K => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Helpers. Callers guarantee NEON and pointer validity.
+// ---------------------------------------------------------------------------
+
+/// Products of 16 signed bytes, summed pairwise into 4 i32 lanes. Exact.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot16(x: int8x16_t, y: int8x16_t) -> int32x4_t {
+    let p0 = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+    let p1 = vmull_high_s8(x, y);
+    vpadalq_s16(vpaddlq_s16(p0), p1)
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld_u8(p: *const u8) -> uint8x16_t {
+    vld1q_u8(p)
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn ld_i8(p: *const i8) -> int8x16_t {
+    vld1q_s8(p)
+}
+
+/// Four fp16 values (as u16 lanes) to f32, exactly: the exponent/mantissa bits
+/// are moved into an f32 and rescaled by 2^112 (exact, subnormals included);
+/// infinities and NaNs get an all-ones exponent.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
+    let w = vmovl_u16(h);
+    let sign = vshlq_n_u32::<16>(vandq_u32(w, vdupq_n_u32(0x8000)));
+    let em = vandq_u32(w, vdupq_n_u32(0x7fff));
+    let shifted = vshlq_n_u32::<13>(em);
+    let scaled = vmulq_f32(
+        vreinterpretq_f32_u32(shifted),
+        vdupq_n_f32(f32::from_bits(0x7780_0000)),
+    );
+    let special = vcgeq_u32(em, vdupq_n_u32(0x7c00));
+    let infnan = vorrq_u32(shifted, vdupq_n_u32(0x7f80_0000));
+    let r = vbslq_u32(special, infnan, vreinterpretq_u32_f32(scaled));
+    vreinterpretq_f32_u32(vorrq_u32(r, sign))
+}
+
+/// For each byte value, 8 bytes holding 0x10 where the corresponding bit is set.
+const BIT_TO_0X10: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut v = 0;
+    while v < 256 {
+        let mut k = 0;
+        while k < 8 {
+            if (v >> k) & 1 == 1 {
+                t[v] |= 0x10u64 << (8 * k);
+            }
+            k += 1;
+        }
+        v += 1;
+    }
+    t
+};
+
+/// The 32 bits at `p` as two vectors of 16 bytes, 0x10 where the bit is set.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn high_bits32(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+    let lo = [BIT_TO_0X10[*p as usize], BIT_TO_0X10[*p.add(1) as usize]];
+    let hi = [
+        BIT_TO_0X10[*p.add(2) as usize],
+        BIT_TO_0X10[*p.add(3) as usize],
+    ];
+    (
+        vld1q_u8(lo.as_ptr() as *const u8),
+        vld1q_u8(hi.as_ptr() as *const u8),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn s8(v: uint8x16_t) -> int8x16_t {
+    vreinterpretq_s8_u8(v)
+}
+
+// ---------------------------------------------------------------------------
+// Float weights
+// ---------------------------------------------------------------------------
+
+/// Sum over `0..$n` of `$load(i) * x[i]` (4 lanes at a time, four
+/// accumulators), `$scalar(i) * x[i]` for the tail. A macro so that the loads
+/// are compiled with the kernel's target features.
+macro_rules! float_dot {
+    ($n:expr, $x:expr, |$i:ident| $load:expr, |$j:ident| $scalar:expr) => {{
+        let n: usize = $n;
+        let x: *const f32 = $x;
+        let mut a0 = vdupq_n_f32(0.0);
+        let mut a1 = vdupq_n_f32(0.0);
+        let mut a2 = vdupq_n_f32(0.0);
+        let mut a3 = vdupq_n_f32(0.0);
+        let mut base = 0usize;
+        while base + 16 <= n {
+            let $i = base;
+            a0 = vfmaq_f32(a0, $load, vld1q_f32(x.add(base)));
+            let $i = base + 4;
+            a1 = vfmaq_f32(a1, $load, vld1q_f32(x.add(base + 4)));
+            let $i = base + 8;
+            a2 = vfmaq_f32(a2, $load, vld1q_f32(x.add(base + 8)));
+            let $i = base + 12;
+            a3 = vfmaq_f32(a3, $load, vld1q_f32(x.add(base + 12)));
+            base += 16;
+        }
+        while base + 4 <= n {
+            let $i = base;
+            a0 = vfmaq_f32(a0, $load, vld1q_f32(x.add(base)));
+            base += 4;
+        }
+        let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+        while base < n {
+            let $j = base;
+            s += $scalar * *x.add(base);
+            base += 1;
+        }
+        s
+    }};
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_f32(row: &[u8], act: &Activation) -> f32 {
+    let w = row.as_ptr();
+    float_dot!(
+        act.n,
+        act.x.as_ptr(),
+        |i| vreinterpretq_f32_u8(ld_u8(w.add(4 * i))),
+        |i| (w.add(4 * i) as *const f32).read_unaligned()
+    )
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_f16(row: &[u8], act: &Activation) -> f32 {
+    let w = row.as_ptr();
+    float_dot!(
+        act.n,
+        act.x.as_ptr(),
+        |i| f16x4_to_f32(vreinterpret_u16_u8(vld1_u8(w.add(2 * i)))),
+        |i| f16_at(row, 2 * i)
+    )
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_bf16(row: &[u8], act: &Activation) -> f32 {
+    let w = row.as_ptr();
+    float_dot!(
+        act.n,
+        act.x.as_ptr(),
+        |i| vreinterpretq_f32_u32(vshll_n_u16::<16>(vreinterpret_u16_u8(vld1_u8(
+            w.add(2 * i)
+        )))),
+        |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Legacy 32-element formats
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
+    let y = act.qs.as_ptr();
+    let mut sumf = 0f32;
+    for (ib, blk) in row.chunks_exact(34).enumerate() {
+        let b = blk.as_ptr();
+        let yb = y.add(32 * ib);
+        let acc = vaddq_s32(
+            dot16(ld_i8(b.add(2) as *const i8), ld_i8(yb)),
+            dot16(ld_i8(b.add(18) as *const i8), ld_i8(yb.add(16))),
+        );
+        let sumi = vaddvq_s32(acc);
+        sumf += sumi as f32 * (f16_at(blk, 0) * act.d[ib]);
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4_0(row: &[u8], act: &Activation) -> f32 {
+    let y = act.qs.as_ptr();
+    let m4 = vdupq_n_u8(0x0F);
+    let eight = vdupq_n_s8(8);
+    let mut sumf = 0f32;
+    for (ib, blk) in row.chunks_exact(18).enumerate() {
+        let q = ld_u8(blk.as_ptr().add(2));
+        let lo = vsubq_s8(s8(vandq_u8(q, m4)), eight);
+        let hi = vsubq_s8(s8(vshrq_n_u8::<4>(q)), eight);
+        let yb = y.add(32 * ib);
+        let sumi = vaddvq_s32(vaddq_s32(
+            dot16(lo, ld_i8(yb)),
+            dot16(hi, ld_i8(yb.add(16))),
+        ));
+        sumf += sumi as f32 * f16_at(blk, 0) * act.d[ib];
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4_1(row: &[u8], act: &Activation) -> f32 {
+    let y = act.qs.as_ptr();
+    let m4 = vdupq_n_u8(0x0F);
+    let mut sumf = 0f32;
+    for (ib, blk) in row.chunks_exact(20).enumerate() {
+        let q = ld_u8(blk.as_ptr().add(4));
+        let lo = s8(vandq_u8(q, m4));
+        let hi = s8(vshrq_n_u8::<4>(q));
+        let yb = y.add(32 * ib);
+        let sumi = vaddvq_s32(vaddq_s32(
+            dot16(lo, ld_i8(yb)),
+            dot16(hi, ld_i8(yb.add(16))),
+        ));
+        sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32 + f16_at(blk, 2) * act.s[ib];
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q5_0(row: &[u8], act: &Activation) -> f32 {
+    let y = act.qs.as_ptr();
+    let m4 = vdupq_n_u8(0x0F);
+    let m16 = vdupq_n_s8(16);
+    let mut sumf = 0f32;
+    for (ib, blk) in row.chunks_exact(22).enumerate() {
+        let b = blk.as_ptr();
+        let (h0, h1) = high_bits32(b.add(2));
+        let q = ld_u8(b.add(6));
+        let lo = vsubq_s8(s8(vorrq_u8(vandq_u8(q, m4), h0)), m16);
+        let hi = vsubq_s8(s8(vorrq_u8(vshrq_n_u8::<4>(q), h1)), m16);
+        let yb = y.add(32 * ib);
+        let sumi = vaddvq_s32(vaddq_s32(
+            dot16(lo, ld_i8(yb)),
+            dot16(hi, ld_i8(yb.add(16))),
+        ));
+        sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q5_1(row: &[u8], act: &Activation) -> f32 {
+    let y = act.qs.as_ptr();
+    let m4 = vdupq_n_u8(0x0F);
+    let mut sumf = 0f32;
+    for (ib, blk) in row.chunks_exact(24).enumerate() {
+        let b = blk.as_ptr();
+        let (h0, h1) = high_bits32(b.add(4));
+        let q = ld_u8(b.add(8));
+        let lo = s8(vorrq_u8(vandq_u8(q, m4), h0));
+        let hi = s8(vorrq_u8(vshrq_n_u8::<4>(q), h1));
+        let yb = y.add(32 * ib);
+        let sumi = vaddvq_s32(vaddq_s32(
+            dot16(lo, ld_i8(yb)),
+            dot16(hi, ld_i8(yb.add(16))),
+        ));
+        sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32 + f16_at(blk, 2) * act.s[ib];
+    }
+    sumf
+}
+
+// ---------------------------------------------------------------------------
+// K-quants (activations Q8_K); bit-identical to dot.rs
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
+    let m3 = vdupq_n_u8(3);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(84).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let sc = &blk[..16];
+        let bsums = &act.bsums[16 * i..16 * i + 16];
+        let mut summs = 0i32;
+        for j in 0..16 {
+            summs += bsums[j] as i32 * (sc[j] >> 4) as i32;
+        }
+        let mut acc = vdupq_n_s32(0);
+        for h in 0..2 {
+            let qa = ld_u8(b.add(16 + 32 * h));
+            let qb = ld_u8(b.add(16 + 32 * h + 16));
+            for s in 0..4 {
+                let sh = vdupq_n_s8(-2 * s as i8);
+                let a = s8(vandq_u8(vshlq_u8(qa, sh), m3));
+                let c = s8(vandq_u8(vshlq_u8(qb, sh), m3));
+                let yb = y.add(128 * h + 32 * s);
+                let is = 8 * h + 2 * s;
+                acc = vmlaq_n_s32(acc, dot16(a, ld_i8(yb)), (sc[is] & 0xF) as i32);
+                acc = vmlaq_n_s32(acc, dot16(c, ld_i8(yb.add(16))), (sc[is + 1] & 0xF) as i32);
+            }
+        }
+        let isum = vaddvq_s32(acc);
+        let yd = act.d[i];
+        let dall = yd * f16_at(blk, 80);
+        let dmin = yd * f16_at(blk, 82);
+        sumf += dall * isum as f32 - dmin * summs as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
+    let m3 = vdupq_n_u8(3);
+    let four = vdupq_n_u8(4);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(110).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let sc = q3k_scales(&blk[96..108]);
+        let hm = [ld_u8(b), ld_u8(b.add(16))];
+        let mut acc = vdupq_n_s32(0);
+        for h in 0..2 {
+            let q = [ld_u8(b.add(32 + 32 * h)), ld_u8(b.add(48 + 32 * h))];
+            for s in 0..4 {
+                let sh = vdupq_n_s8(-2 * s as i8);
+                let mask = vdupq_n_u8(1 << (4 * h + s));
+                for part in 0..2 {
+                    let lo = vandq_u8(vshlq_u8(q[part], sh), m3);
+                    // lo + 4 when the high bit is set; the value is that minus 4.
+                    let hb = vandq_u8(vtstq_u8(hm[part], mask), four);
+                    let v = vsubq_s8(s8(vorrq_u8(lo, hb)), vdupq_n_s8(4));
+                    let yb = y.add(128 * h + 32 * s + 16 * part);
+                    acc = vmlaq_n_s32(acc, dot16(v, ld_i8(yb)), sc[8 * h + 2 * s + part] as i32);
+                }
+            }
+        }
+        let isum = vaddvq_s32(acc);
+        let d = f16_at(blk, 108) * act.d[i];
+        sumf += d * isum as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
+    let m4 = vdupq_n_u8(0x0F);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(144).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let (scales, mins) = k4_scales_mins(&blk[4..16]);
+        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
+        let mut acc = vdupq_n_s32(0);
+        for c in 0..4 {
+            let q0 = ld_u8(b.add(16 + 32 * c));
+            let q1 = ld_u8(b.add(32 + 32 * c));
+            let yb = y.add(64 * c);
+            let lo = vaddq_s32(
+                dot16(s8(vandq_u8(q0, m4)), ld_i8(yb)),
+                dot16(s8(vandq_u8(q1, m4)), ld_i8(yb.add(16))),
+            );
+            let hi = vaddq_s32(
+                dot16(s8(vshrq_n_u8::<4>(q0)), ld_i8(yb.add(32))),
+                dot16(s8(vshrq_n_u8::<4>(q1)), ld_i8(yb.add(48))),
+            );
+            acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
+            acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
+        }
+        let isum = vaddvq_s32(acc);
+        let yd = act.d[i];
+        sumf += (f16_at(blk, 0) * yd) * isum as f32;
+        sumf -= (f16_at(blk, 2) * yd) * summ as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
+    let m4 = vdupq_n_u8(0x0F);
+    let m16 = vdupq_n_u8(0x10);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(176).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let (scales, mins) = k4_scales_mins(&blk[4..16]);
+        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
+        let qh = [ld_u8(b.add(16)), ld_u8(b.add(32))];
+        let mut acc = vdupq_n_s32(0);
+        for c in 0..4 {
+            let q = [ld_u8(b.add(48 + 32 * c)), ld_u8(b.add(64 + 32 * c))];
+            let u1 = vdupq_n_u8(1 << (2 * c));
+            let u2 = vdupq_n_u8(2 << (2 * c));
+            let yb = y.add(64 * c);
+            let mut lo = vdupq_n_s32(0);
+            let mut hi = vdupq_n_s32(0);
+            for part in 0..2 {
+                let l = vorrq_u8(vandq_u8(q[part], m4), vandq_u8(vtstq_u8(qh[part], u1), m16));
+                let h = vorrq_u8(
+                    vshrq_n_u8::<4>(q[part]),
+                    vandq_u8(vtstq_u8(qh[part], u2), m16),
+                );
+                lo = vaddq_s32(lo, dot16(s8(l), ld_i8(yb.add(16 * part))));
+                hi = vaddq_s32(hi, dot16(s8(h), ld_i8(yb.add(32 + 16 * part))));
+            }
+            acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
+            acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
+        }
+        let isum = vaddvq_s32(acc);
+        let yd = act.d[i];
+        sumf += (f16_at(blk, 0) * yd) * isum as f32;
+        sumf -= (f16_at(blk, 2) * yd) * summ as f32;
+    }
+    sumf
+}
+
+/// # Safety
+/// [`DotFn`] contract; NEON available.
+#[target_feature(enable = "neon")]
+unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
+    let m4 = vdupq_n_u8(0x0F);
+    let m3 = vdupq_n_u8(3);
+    let m32 = vdupq_n_s8(32);
+    let mut sumf = 0f32;
+    for (i, blk) in row.chunks_exact(210).enumerate() {
+        let b = blk.as_ptr();
+        let y = act.qs.as_ptr().add(QK_K * i);
+        let sc = &blk[192..208];
+        let mut acc = vdupq_n_s32(0);
+        for c in 0..2 {
+            for k in 0..2 {
+                let ql0 = ld_u8(b.add(64 * c + 16 * k));
+                let ql1 = ld_u8(b.add(64 * c + 32 + 16 * k));
+                let qh = ld_u8(b.add(128 + 32 * c + 16 * k));
+                let q = [
+                    vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m3))),
+                    vorrq_u8(
+                        vandq_u8(ql1, m4),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m3)),
+                    ),
+                    vorrq_u8(
+                        vshrq_n_u8::<4>(ql0),
+                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(qh), m3)),
+                    ),
+                    vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
+                ];
+                for (m, qm) in q.into_iter().enumerate() {
+                    let v = vsubq_s8(s8(qm), m32);
+                    let yb = y.add(128 * c + 32 * m + 16 * k);
+                    let scale = (sc[8 * c + 2 * m + k] as i8) as i32;
+                    acc = vmlaq_n_s32(acc, dot16(v, ld_i8(yb)), scale);
+                }
+            }
+        }
+        let isum = vaddvq_s32(acc);
+        let d = f16_at(blk, 208) * act.d[i];
+        sumf += d * isum as f32;
+    }
+    sumf
 }
