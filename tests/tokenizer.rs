@@ -511,3 +511,30 @@ fn corrupt_tokenizer_metadata_is_an_error() {
     assert!(matches!(r, Err(Error::Tokenizer(_))));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Stock GGUF tokenizers agree with the Hugging Face ones on varied text (for SentencePiece,
+/// text that does not start with a space, where both put one `▁` in front).
+#[test]
+fn stock_gguf_agrees_with_hf_on_varied_text() {
+    let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\
+        What's this? 'Tis 1,234.56 ducats -- and 7/8ths of 99%!\tTabs\t\there...   spaces   \n\
+        Ünïcödé: café naïve façade; Ελληνικά, русский, العربية, עברית, हिन्दी, 中文字符, 日本語のテキスト, 한국어.\n\
+        Emoji 🙂👍🏽🎉 and symbols ©®™ — “quotes” ‘single’ «guillemets» …\n\
+        code: fn main() { let x = a[i] + b->c; } // <tag attr=\"v\">&amp;</tag>\r\nCRLF line\r\n\
+        I'LL WE'RE they've she'd It's DON'T you'Re";
+    for family in FAMILIES {
+        let (h, s) = (hf(family), stock(family));
+        let mut pieces: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ')).collect();
+        pieces.push(text.trim_start());
+        for piece in pieces {
+            assert_eq!(
+                s.encode(piece, true).unwrap(),
+                h.encode(piece, true).unwrap(),
+                "{family}: {piece:?}"
+            );
+            let ids = h.encode(piece, false).unwrap();
+            assert_eq!(s.decode(&ids).unwrap(), h.decode(&ids).unwrap(), "{family}");
+            check_stream(&s, &ids);
+        }
+    }
+}
