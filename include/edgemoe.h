@@ -164,6 +164,11 @@ typedef struct emoe_model_params {
   bool use_mlock;
   emoe_progress_callback progress;
   void *progress_user_data;
+  /**
+   * Tokens of KV cache the memory budget reserves for one session (0: the model's
+   * context length, at most 2048). Sessions should not ask for more.
+   */
+  uint32_t context_length;
 } emoe_model_params;
 
 /**
@@ -190,6 +195,71 @@ typedef struct emoe_model_info {
    */
   uint64_t expert_bytes;
 } emoe_model_info;
+
+/**
+ * What a model file needs, from its header alone (no weights are read).
+ */
+typedef struct emoe_preflight {
+  uint32_t struct_size;
+  /**
+   * Bytes of non-expert weights, always in memory.
+   */
+  uint64_t resident_bytes;
+  /**
+   * Bytes of all experts.
+   */
+  uint64_t expert_bytes;
+  /**
+   * KV cache for the context length asked for.
+   */
+  uint64_t kv_cache_bytes;
+  /**
+   * Working memory.
+   */
+  uint64_t scratch_bytes;
+  /**
+   * The smallest budget that runs the model with that context.
+   */
+  uint64_t min_budget;
+  /**
+   * A budget that holds every expert (nothing is read twice).
+   */
+  uint64_t full_budget;
+  /**
+   * The expert pool a budget of `memory_budget` would get (0 when below the minimum).
+   */
+  uint64_t pool_bytes;
+} emoe_preflight;
+
+/**
+ * Expert streaming figures since load (all zero for a model loaded without a budget).
+ */
+typedef struct emoe_stats {
+  uint32_t struct_size;
+  /**
+   * Expert fetches by the forward pass: hits + preload_hits + misses.
+   */
+  uint64_t expert_fetches;
+  uint64_t cache_hits;
+  uint64_t preload_hits;
+  uint64_t misses;
+  uint64_t preloads;
+  uint64_t wasted_preloads;
+  uint64_t bytes_read;
+  uint64_t read_errors;
+  /**
+   * Seconds the forward pass waited on I/O.
+   */
+  double io_wait_seconds;
+  /**
+   * Bytes per second while reads were in flight.
+   */
+  double read_bandwidth;
+  /**
+   * Bytes of the expert pool now.
+   */
+  uint64_t pool_bytes;
+} emoe_stats;
 
 /**
  * How to sample. Initialise with `emoe_sampling_params_default` (greedy).
@@ -349,6 +419,33 @@ enum emoe_status emoe_tokenize(const struct emoe_model *model, const char *text,
  * Pointers must be NULL or valid for the given lengths.
  */
 enum emoe_status emoe_token_to_piece(const struct emoe_model *model, int32_t token, char *buf, size_t capacity, size_t *len);
+
+/**
+ * Changes the memory budget of a model loaded with one (an app's memory-pressure callback).
+ * Lowering evicts cached experts down to the new pool size before returning. A budget below
+ * the minimum gives `EMOE_STATUS_BUDGET_TOO_SMALL` and leaves the model as it was.
+ *
+ * # Safety
+ * `model` must be NULL or a live handle.
+ */
+enum emoe_status emoe_model_set_memory_budget(const struct emoe_model *model, uint64_t memory_budget);
+
+/**
+ * Tells, before loading, how much memory the model at `path` needs for `context_length`
+ * tokens (0: the model's context, at most 2048), and the pool `memory_budget` would give.
+ *
+ * # Safety
+ * `path` must be NULL or NUL-terminated; `out` NULL or writable.
+ */
+enum emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, uint32_t context_length, struct emoe_preflight *out);
+
+/**
+ * Writes the model's expert-streaming figures to `*out`.
+ *
+ * # Safety
+ * `model` must be NULL or a live handle; `out` NULL or writable.
+ */
+enum emoe_status emoe_model_stats(const struct emoe_model *model, struct emoe_stats *out);
 
 /**
  * Writes the defaults (and `struct_size`) into `*out`.

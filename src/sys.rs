@@ -52,7 +52,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
         None => (s, 1),
     };
     let v: f64 = num.trim().parse().ok()?;
-    (v >= 0.0 && v.is_finite()).then(|| (v * mult as f64) as u64)
+    (v >= 0.0 && v.is_finite()).then_some((v * mult as f64) as u64)
 }
 
 #[cfg(test)]

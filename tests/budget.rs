@@ -44,7 +44,9 @@ fn load(budget: u64, backend: Backend) -> edgemoe::Result<Model> {
 
 #[test]
 fn budget_too_small_states_the_minimum() {
-    let err = load(1 << 20, Backend::Auto).err().expect("1 MiB cannot hold the demo model");
+    let err = load(1 << 20, Backend::Auto)
+        .err()
+        .expect("1 MiB cannot hold the demo model");
     match err {
         edgemoe::Error::BudgetTooSmall { needed, budget, .. } => {
             assert_eq!(budget, 1 << 20);
@@ -80,6 +82,9 @@ fn streamed_under_budget_equals_resident_and_survives_budget_changes() {
         assert_eq!(got, want, "{backend:?}");
         assert!(model.set_memory_budget(min - 1).is_err());
         let stats = model.streamed().unwrap().stats();
-        assert!(stats.bytes_read > 0 && stats.gets > 0, "{backend:?}: {stats:?}");
+        assert!(
+            stats.bytes_read > 0 && stats.gets > 0,
+            "{backend:?}: {stats:?}"
+        );
     }
 }

@@ -22,9 +22,7 @@ pub struct emoe_model {
 }
 
 fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
-    let mut o = LoadOptions::default();
-    o.memory_budget = (p.memory_budget > 0).then_some(p.memory_budget);
-    o.backend = match p.backend {
+    let backend = match p.backend {
         EMOE_BACKEND_AUTO => crate::engine::Backend::Auto,
         EMOE_BACKEND_RESIDENT => crate::engine::Backend::Resident,
         EMOE_BACKEND_IO_URING => crate::engine::Backend::IoUring,
@@ -32,9 +30,14 @@ fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
         EMOE_BACKEND_MMAP => crate::engine::Backend::Mmap,
         other => return Err(invalid(format!("unknown backend {other}"))),
     };
-    o.threads = p.n_threads as usize;
-    o.mlock = p.use_mlock;
-    Ok(o)
+    Ok(LoadOptions {
+        memory_budget: (p.memory_budget > 0).then_some(p.memory_budget),
+        backend,
+        threads: p.n_threads as usize,
+        mlock: p.use_mlock,
+        context_length: (p.context_length > 0).then_some(p.context_length as usize),
+        ..Default::default()
+    })
 }
 
 /// Calls the host's progress callback; false cancels.
@@ -322,6 +325,150 @@ pub unsafe extern "C" fn emoe_token_to_piece(
         }
         // SAFETY: piece.len() <= capacity bytes of the caller's buffer.
         unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr().cast::<c_char>(), buf, piece.len()) };
+        Ok(())
+    })
+}
+
+/// Changes the memory budget of a model loaded with one (an app's memory-pressure callback).
+/// Lowering evicts cached experts down to the new pool size before returning. A budget below
+/// the minimum gives `EMOE_STATUS_BUDGET_TOO_SMALL` and leaves the model as it was.
+///
+/// # Safety
+/// `model` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_set_memory_budget(
+    model: *const emoe_model,
+    memory_budget: u64,
+) -> emoe_status {
+    // SAFETY: NULL or a live handle, by contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
+    };
+    boundary(Some(&m.error), || {
+        Ok(m.model.set_memory_budget(memory_budget)?)
+    })
+}
+
+/// What a model file needs, from its header alone (no weights are read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct emoe_preflight {
+    pub struct_size: u32,
+    /// Bytes of non-expert weights, always in memory.
+    pub resident_bytes: u64,
+    /// Bytes of all experts.
+    pub expert_bytes: u64,
+    /// KV cache for the context length asked for.
+    pub kv_cache_bytes: u64,
+    /// Working memory.
+    pub scratch_bytes: u64,
+    /// The smallest budget that runs the model with that context.
+    pub min_budget: u64,
+    /// A budget that holds every expert (nothing is read twice).
+    pub full_budget: u64,
+    /// The expert pool a budget of `memory_budget` would get (0 when below the minimum).
+    pub pool_bytes: u64,
+}
+
+/// Tells, before loading, how much memory the model at `path` needs for `context_length`
+/// tokens (0: the model's context, at most 2048), and the pool `memory_budget` would give.
+///
+/// # Safety
+/// `path` must be NULL or NUL-terminated; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_preflight(
+    path: *const c_char,
+    memory_budget: u64,
+    context_length: u32,
+    out: *mut emoe_preflight,
+) -> emoe_status {
+    boundary(None, || {
+        if out.is_null() {
+            return Err(invalid("`out` is NULL"));
+        }
+        // SAFETY: NULL or NUL-terminated, by contract.
+        let path = unsafe { cstr_arg(path, "path") }?;
+        let ctx = (context_length > 0).then_some(context_length as usize);
+        let p = crate::engine::model::preflight(std::path::Path::new(path), memory_budget, ctx)?;
+        let r = emoe_preflight {
+            struct_size: std::mem::size_of::<emoe_preflight>() as u32,
+            resident_bytes: p.resident,
+            expert_bytes: p.expert_bytes,
+            kv_cache_bytes: p.kv_cache,
+            scratch_bytes: p.scratch,
+            min_budget: p.min_budget(),
+            full_budget: p.resident + p.kv_cache + p.scratch + p.max_pool,
+            pool_bytes: if memory_budget >= p.min_budget() {
+                p.pool
+            } else {
+                0
+            },
+        };
+        // SAFETY: checked non-null.
+        unsafe { out.write(r) };
+        Ok(())
+    })
+}
+
+/// Expert streaming figures since load (all zero for a model loaded without a budget).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct emoe_stats {
+    pub struct_size: u32,
+    /// Expert fetches by the forward pass: hits + preload_hits + misses.
+    pub expert_fetches: u64,
+    pub cache_hits: u64,
+    pub preload_hits: u64,
+    pub misses: u64,
+    pub preloads: u64,
+    pub wasted_preloads: u64,
+    pub bytes_read: u64,
+    pub read_errors: u64,
+    /// Seconds the forward pass waited on I/O.
+    pub io_wait_seconds: f64,
+    /// Bytes per second while reads were in flight.
+    pub read_bandwidth: f64,
+    /// Bytes of the expert pool now.
+    pub pool_bytes: u64,
+}
+
+/// Writes the model's expert-streaming figures to `*out`.
+///
+/// # Safety
+/// `model` must be NULL or a live handle; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_stats(
+    model: *const emoe_model,
+    out: *mut emoe_stats,
+) -> emoe_status {
+    // SAFETY: NULL or a live handle, by contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
+    };
+    boundary(Some(&m.error), || {
+        if out.is_null() {
+            return Err(invalid("`out` is NULL"));
+        }
+        let mut r = emoe_stats {
+            struct_size: std::mem::size_of::<emoe_stats>() as u32,
+            ..Default::default()
+        };
+        if let Some(st) = m.model.streamed() {
+            let s = st.stats();
+            r.expert_fetches = s.gets;
+            r.cache_hits = s.hits;
+            r.preload_hits = s.preload_hits;
+            r.misses = s.misses;
+            r.preloads = s.preloads;
+            r.wasted_preloads = s.wasted_preloads;
+            r.bytes_read = s.bytes_read;
+            r.read_errors = s.read_errors;
+            r.io_wait_seconds = s.io_wait.as_secs_f64();
+            r.read_bandwidth = s.read_bandwidth();
+            r.pool_bytes = st.pool_bytes();
+        }
+        // SAFETY: checked non-null.
+        unsafe { out.write(r) };
         Ok(())
     })
 }

@@ -46,6 +46,9 @@ pub struct emoe_model_params {
     pub use_mlock: bool,
     pub progress: emoe_progress_callback,
     pub progress_user_data: *mut c_void,
+    /// Tokens of KV cache the memory budget reserves for one session (0: the model's
+    /// context length, at most 2048). Sessions should not ask for more.
+    pub context_length: u32,
 }
 
 impl Default for emoe_model_params {
@@ -59,6 +62,7 @@ impl Default for emoe_model_params {
             use_mlock: true,
             progress: None,
             progress_user_data: std::ptr::null_mut(),
+            context_length: 0,
         }
     }
 }

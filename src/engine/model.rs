@@ -190,6 +190,36 @@ impl BudgetPlan {
     }
 }
 
+/// What the model at `path` needs: the budget split for `budget` bytes, from the header alone.
+/// Unlike loading, a budget below the minimum is not an error here: `pool` is then 0.
+pub fn preflight(path: &Path, budget: u64, context_length: Option<usize>) -> Result<Preflight> {
+    let file = GgufFile::open(path)?;
+    let config = ModelConfig::from_gguf(&file.header, path)?;
+    let directory = ExpertDirectory::from_gguf(&file.header, &config, path)?;
+    let expert_bytes = directory.total_bytes();
+    // Split a budget that certainly fits, then apply the real one.
+    let mut plan = BudgetPlan::new(&file, &config, &directory, u64::MAX / 4, context_length)?;
+    plan.budget = budget;
+    let slot = crate::stream::slot_bytes(&directory);
+    let left = budget.saturating_sub(plan.resident + plan.kv_cache + plan.scratch);
+    plan.pool = (left / slot * slot).min(plan.max_pool);
+    Ok(Preflight { plan, expert_bytes })
+}
+
+/// The result of [`preflight`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preflight {
+    pub plan: BudgetPlan,
+    pub expert_bytes: u64,
+}
+
+impl std::ops::Deref for Preflight {
+    type Target = BudgetPlan;
+    fn deref(&self) -> &BudgetPlan {
+        &self.plan
+    }
+}
+
 /// Reads tensors out of a GGUF file with shape checks.
 struct TensorLoader<'a, 'p> {
     file: &'a GgufFile,

@@ -158,6 +158,38 @@ int main(int argc, char **argv) {
     EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
     emoe_session_free(session);
 
+    /* Preflight, a budgeted load, stats, budget changes. */
+    emoe_preflight pf;
+    EXPECT(emoe_model_preflight(NULL, 0, 0, &pf) == INVALID);
+    EXPECT(emoe_model_preflight(argv[1], 0, 64, NULL) == INVALID);
+    EXPECT(emoe_model_preflight(argv[1], 0, 64, &pf) == EMOE_STATUS_OK);
+    EXPECT(pf.min_budget > pf.resident_bytes && pf.pool_bytes == 0 && pf.full_budget > pf.min_budget);
+    emoe_model *budgeted = NULL;
+    emoe_model_params_default(&mp);
+    mp.context_length = 64; /* as asked of the preflight */
+    mp.memory_budget = pf.min_budget - 1;
+    EXPECT(emoe_model_load(argv[1], &mp, &budgeted, error, sizeof error) == EMOE_STATUS_BUDGET_TOO_SMALL);
+    mp.memory_budget = pf.min_budget + (1 << 20);
+    mp.backend = EMOE_BACKEND_PREAD;
+    EXPECT(emoe_model_load(argv[1], &mp, &budgeted, error, sizeof error) == EMOE_STATUS_OK);
+    if (budgeted) {
+        emoe_session *bs = NULL;
+        EXPECT(emoe_session_new(budgeted, 64, &bs) == EMOE_STATUS_OK);
+        emoe_generate_params_default(&gp);
+        gp.max_tokens = 8;
+        EXPECT(emoe_session_generate(bs, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+        EXPECT(emoe_model_set_memory_budget(budgeted, pf.min_budget) == EMOE_STATUS_OK);
+        EXPECT(emoe_model_set_memory_budget(budgeted, 1) == EMOE_STATUS_BUDGET_TOO_SMALL);
+        EXPECT(emoe_session_generate(bs, " more", 5, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+        emoe_stats es;
+        EXPECT(emoe_model_stats(budgeted, NULL) == INVALID);
+        EXPECT(emoe_model_stats(budgeted, &es) == EMOE_STATUS_OK && es.bytes_read > 0 && es.expert_fetches > 0);
+        emoe_session_free(bs);
+        emoe_model_free(budgeted);
+    }
+    EXPECT(emoe_model_set_memory_budget(NULL, 1) == INVALID);
+    EXPECT(emoe_model_set_memory_budget(model, 1 << 30) == INVALID); /* loaded without a budget */
+
     /* A session keeps its model alive after the model handle is freed. */
     EXPECT(emoe_session_new(model, 32, &session) == EMOE_STATUS_OK);
     emoe_model_free(model);
