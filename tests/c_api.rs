@@ -36,4 +36,29 @@ fn cmake_examples_and_contract_tests() {
     run(Command::new("ctest")
         .arg("--output-on-failure")
         .current_dir(&build));
+
+    // Install, then build a downstream project with find_package(EdgeMoE CONFIG).
+    let prefix = root.join("target/cmake-test-install");
+    let _ = std::fs::remove_dir_all(&prefix);
+    run(Command::new("cmake")
+        .arg("--install")
+        .arg(&build)
+        .arg("--prefix")
+        .arg(&prefix));
+    let consumer = root.join("target/cmake-test-consumer");
+    let _ = std::fs::remove_dir_all(&consumer);
+    run(Command::new("cmake")
+        .arg("-S")
+        .arg(root.join("tests/c/consumer"))
+        .arg("-B")
+        .arg(&consumer)
+        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())));
+    run(Command::new("cmake").arg("--build").arg(&consumer));
+    for exe in ["consumer_shared", "consumer_static"] {
+        run(&mut Command::new(consumer.join(exe)));
+    }
+    assert!(
+        prefix.join("lib/pkgconfig/edgemoe.pc").exists()
+            || prefix.join("lib64/pkgconfig/edgemoe.pc").exists()
+    );
 }
