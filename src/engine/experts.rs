@@ -195,6 +195,12 @@ pub trait ExpertSource: Send + Sync {
     /// A view of one expert; may block until its bytes are in memory.
     fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>>;
 
+    /// Whether `get` would return without waiting for I/O, so the forward pass can compute
+    /// experts already in memory while the others are still being read.
+    fn is_ready(&self, _layer: usize, _expert: usize) -> bool {
+        true
+    }
+
     /// A hint that these experts of `layer` will be needed soon.
     fn prefetch(&self, _layer: usize, _experts: &[usize]) {}
 

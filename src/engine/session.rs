@@ -426,6 +426,9 @@ impl Session {
             grow(&mut s.expert_out, n * k * h);
             grow(&mut s.ffn_a, c.expert_ffn.max(c.shared_ffn));
             grow(&mut s.ffn_b, c.expert_ffn.max(c.shared_ffn));
+            // Experts already in memory first, while the misses are read. Outputs are summed
+            // in router order below, so the order of computation does not change the result.
+            used.sort_by_key(|&e| !model.experts.is_ready(l, e));
             for &e in &used {
                 let view = model.experts.get(l, e)?;
                 for t in 0..n {

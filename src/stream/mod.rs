@@ -715,6 +715,10 @@ impl StreamedExperts {
 }
 
 impl ExpertSource for StreamedExperts {
+    fn is_ready(&self, layer: usize, expert: usize) -> bool {
+        StreamedExperts::is_ready(self, layer, expert)
+    }
+
     fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
         let key = self.key(layer, expert)?;
         // The slot this call holds a pin on, once it has one.
@@ -846,6 +850,9 @@ impl ExpertSource for Shared {
     }
     fn prefetch(&self, layer: usize, experts: &[usize]) {
         self.0.prefetch(layer, experts)
+    }
+    fn is_ready(&self, layer: usize, expert: usize) -> bool {
+        self.0.is_ready(layer, expert)
     }
     fn name(&self) -> &'static str {
         self.0.name()
