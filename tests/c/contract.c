@@ -31,6 +31,13 @@ static bool count_piece(void *user_data, const char *piece, size_t len) {
     return true;
 }
 
+static int progress_calls = 0;
+static bool stop_at_half(void *user_data, float progress) {
+    (void)user_data;
+    progress_calls++;
+    return progress < 0.5f;
+}
+
 static void *canceller(void *arg) {
     cancel_job *j = arg;
     while (j->pieces < 2) usleep(1000);
@@ -97,6 +104,12 @@ int main(int argc, char **argv) {
     mp.struct_size = 1; /* not initialised with the _default function */
     EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == INVALID);
     EXPECT(model == NULL);
+
+    /* A progress callback that returns false cancels the load. */
+    emoe_model_params_default(&mp);
+    mp.progress = stop_at_half;
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == EMOE_STATUS_CANCELLED);
+    EXPECT(model == NULL && progress_calls > 0);
 
     /* A real model. */
     emoe_model_params_default(&mp);
