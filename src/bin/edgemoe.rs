@@ -29,6 +29,10 @@ enum Command {
     Generate(GenerateArgs),
     /// Measure perplexity on a text file (non-overlapping windows, no BOS).
     Perplexity(PerplexityArgs),
+    /// Record which experts a generation uses, layer by layer (JSON), for `replay`.
+    Trace(TraceArgs),
+    /// Score cache policies against Belady's optimum on a recorded trace.
+    Replay(ReplayArgs),
     /// Convert a Hugging Face checkpoint directory or a llama.cpp GGUF to edgemoe's layout.
     Convert(ConvertArgs),
     /// Show a model file's architecture, tensors and where its bytes go.
@@ -171,6 +175,168 @@ struct PerplexityArgs {
     /// Tokens per window.
     #[arg(long, default_value_t = 256)]
     window: usize,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    #[command(flatten)]
+    gen: GenerateArgs,
+    /// Where to write the trace.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A trace written by `edgemoe trace`.
+    trace: PathBuf,
+    /// Cache sizes in experts to score (comma-separated); default: 10%, 25%, 50% of all experts.
+    #[arg(long, value_delimiter = ',')]
+    slots: Vec<usize>,
+}
+
+/// A recorded routing trace: every expert fetch in order, as the forward pass makes them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TraceFile {
+    model: String,
+    n_layers: usize,
+    n_experts: usize,
+    n_experts_used: usize,
+    /// Per token and layer, the chosen experts (router order).
+    tokens: Vec<Vec<Vec<usize>>>,
+}
+
+/// Collects routing decisions into per-token, per-layer lists.
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<std::collections::BTreeMap<usize, Vec<Vec<usize>>>>>);
+
+impl edgemoe::engine::RoutingObserver for Recorder {
+    fn observe(&mut self, layer: usize, position: usize, routing: &edgemoe::engine::Routing) {
+        if let Ok(mut map) = self.0.lock() {
+            let layers = map.entry(position).or_default();
+            if layers.len() <= layer {
+                layers.resize(layer + 1, Vec::new());
+            }
+            layers[layer] = routing.experts.clone();
+        }
+    }
+}
+
+fn run_trace(mut a: TraceArgs) -> edgemoe::Result<()> {
+    let ctx = a
+        .gen
+        .ctx
+        .unwrap_or(a.gen.prompt.len() + a.gen.max_tokens + 2);
+    a.gen.model.context_length = Some(ctx);
+    let model = Arc::new(a.gen.model.load()?);
+    let mut session = Session::new(model.clone(), Some(ctx))?;
+    let recorder = Recorder::default();
+    session.set_observer(Some(Box::new(recorder.clone())));
+    let params = GenerateParams {
+        max_tokens: a.gen.max_tokens,
+        sampler: SamplerParams {
+            temperature: a.gen.temp,
+            top_k: a.gen.top_k,
+            top_p: a.gen.top_p,
+            min_p: a.gen.min_p,
+            repeat_penalty: a.gen.repeat_penalty,
+            repeat_last_n: a.gen.repeat_last_n,
+            seed: a.gen.seed,
+        },
+        stop: a.gen.stop.clone(),
+        add_bos: !a.gen.no_bos,
+    };
+    generate(
+        &mut session,
+        model.tokenizer()?,
+        &a.gen.prompt,
+        &params,
+        &mut |_| true,
+    )?;
+    session.set_observer(None);
+    let tokens: Vec<Vec<Vec<usize>>> = recorder
+        .0
+        .lock()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    let c = &model.config;
+    let trace = TraceFile {
+        model: model.path.display().to_string(),
+        n_layers: c.n_layers,
+        n_experts: c.n_experts,
+        n_experts_used: c.n_experts_used,
+        tokens,
+    };
+    let json = serde_json::to_string(&trace)
+        .map_err(|e| edgemoe::Error::InvalidArgument(e.to_string()))?;
+    std::fs::write(&a.output, json).map_err(|e| edgemoe::Error::io(&a.output, e))?;
+    eprintln!(
+        "wrote {} ({} tokens x {} layers)",
+        a.output.display(),
+        trace.tokens.len(),
+        c.n_layers
+    );
+    Ok(())
+}
+
+fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
+    let text = std::fs::read_to_string(&a.trace).map_err(|e| edgemoe::Error::io(&a.trace, e))?;
+    let t: TraceFile = serde_json::from_str(&text)
+        .map_err(|e| edgemoe::Error::invalid_file(&a.trace, format!("not a trace: {e}")))?;
+    // Fetch order as the forward pass makes it: layer by layer, experts in ascending order
+    // within a layer (decode: one token at a time).
+    let mut keys = Vec::new();
+    for token in &t.tokens {
+        for (l, experts) in token.iter().enumerate() {
+            let mut e = experts.clone();
+            e.sort_unstable();
+            e.dedup();
+            keys.extend(e.into_iter().map(|x| (l, x)));
+        }
+    }
+    let total = t.n_layers * t.n_experts;
+    let slots = if a.slots.is_empty() {
+        [10, 25, 50]
+            .iter()
+            .map(|p| (total * p / 100).max(t.n_experts_used))
+            .collect()
+    } else {
+        a.slots.clone()
+    };
+    println!(
+        "{} fetches over {} tokens; {} experts in all",
+        keys.len(),
+        t.tokens.len(),
+        total
+    );
+    println!(
+        "{:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "slots", "lru", "lfu", "edgemoe", "hobbit", "belady", "best/belady"
+    );
+    for n in slots {
+        let r = edgemoe::stream::compare_policies(&keys, t.n_layers, n);
+        let get = |name: &str| {
+            r.iter()
+                .find(|x| x.0 == name)
+                .map(|x| x.1.hit_rate())
+                .unwrap_or(0.0)
+        };
+        let best = ["lru", "lfu", "edgemoe", "hobbit"]
+            .iter()
+            .map(|n| get(n))
+            .fold(0.0, f64::max);
+        println!(
+            "{:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>12.3}",
+            n,
+            get("lru"),
+            get("lfu"),
+            get("edgemoe"),
+            get("hobbit"),
+            get("belady"),
+            best / get("belady").max(1e-9)
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -426,6 +592,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Perplexity(a) => run_perplexity(a),
+        Command::Trace(a) => run_trace(a),
+        Command::Replay(a) => run_replay(a),
         Command::Convert(a) => run_convert(a),
         Command::Inspect(a) => run_inspect(a),
     };
