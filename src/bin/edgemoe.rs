@@ -162,6 +162,31 @@ struct GenerateArgs {
     stats: bool,
 }
 
+impl GenerateArgs {
+    /// The generation settings these flags describe.
+    fn params(&self) -> GenerateParams {
+        GenerateParams {
+            max_tokens: self.max_tokens,
+            sampler: SamplerParams {
+                temperature: self.temp,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                repeat_last_n: self.repeat_last_n,
+                seed: self.seed,
+            },
+            stop: self.stop.clone(),
+            add_bos: !self.no_bos,
+        }
+    }
+
+    /// Room for the prompt (its bytes bound its tokens) and the new tokens.
+    fn context_length(&self) -> usize {
+        self.ctx.unwrap_or(self.prompt.len() + self.max_tokens + 2)
+    }
+}
+
 #[derive(Args)]
 struct PerplexityArgs {
     #[command(flatten)]
@@ -232,20 +257,7 @@ fn run_trace(mut a: TraceArgs) -> edgemoe::Result<()> {
     let mut session = Session::new(model.clone(), Some(ctx))?;
     let recorder = Recorder::default();
     session.set_observer(Some(Box::new(recorder.clone())));
-    let params = GenerateParams {
-        max_tokens: a.gen.max_tokens,
-        sampler: SamplerParams {
-            temperature: a.gen.temp,
-            top_k: a.gen.top_k,
-            top_p: a.gen.top_p,
-            min_p: a.gen.min_p,
-            repeat_penalty: a.gen.repeat_penalty,
-            repeat_last_n: a.gen.repeat_last_n,
-            seed: a.gen.seed,
-        },
-        stop: a.gen.stop.clone(),
-        add_bos: !a.gen.no_bos,
-    };
+    let params = a.gen.params();
     generate(
         &mut session,
         model.tokenizer()?,
@@ -382,27 +394,13 @@ fn human(bytes: u64) -> String {
 
 fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
     use std::io::Write;
-    // Room for the prompt (its bytes bound its tokens) and the new tokens.
-    let ctx = a.ctx.unwrap_or(a.prompt.len() + a.max_tokens + 2);
+    let ctx = a.context_length();
     a.model.context_length = Some(ctx);
     let model = Arc::new(a.model.load()?);
     let tokenizer = model.tokenizer()?;
     let mut session = Session::new(model.clone(), Some(ctx))?;
     session.set_lookahead(a.model.lookahead);
-    let params = GenerateParams {
-        max_tokens: a.max_tokens,
-        sampler: SamplerParams {
-            temperature: a.temp,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            repeat_penalty: a.repeat_penalty,
-            repeat_last_n: a.repeat_last_n,
-            seed: a.seed,
-        },
-        stop: a.stop.clone(),
-        add_bos: !a.no_bos,
-    };
+    let params = a.params();
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", a.prompt);
     let _ = out.flush();

@@ -72,20 +72,12 @@ pub unsafe extern "C" fn emoe_model_load(
         }
         // SAFETY: the caller passes a NUL-terminated string or NULL (checked).
         let path = unsafe { cstr_arg(path, "path") }?;
-        // SAFETY: NULL or a struct initialised by emoe_model_params_default.
-        let p = unsafe { read_versioned(params, "params") }?;
-        let mut opts = load_options(&p)?;
-        let mut progress = progress_fn(&p);
-        opts.progress = Some(&mut progress);
-        let model = Model::load_with(std::path::Path::new(path), opts)?;
-        let handle = Box::new(emoe_model {
-            model: Arc::new(model),
-            error: LastError::default(),
-            lookahead: p.lookahead as usize,
-        });
-        // SAFETY: checked non-null; the caller provides a writable pointer.
-        unsafe { out_model.write(Box::into_raw(handle)) };
-        Ok(())
+        // SAFETY: forwarded contract.
+        unsafe {
+            load_into(params, out_model, |opts| {
+                Model::load_with(std::path::Path::new(path), opts)
+            })
+        }
     });
     // SAFETY: the caller passes NULL or a buffer of `error_buf_len` bytes.
     unsafe { write_error(&err, error_buf, error_buf_len) };
@@ -116,25 +108,42 @@ pub unsafe extern "C" fn emoe_model_load_fd(
         if fd < 0 {
             return Err(invalid("`fd` is negative"));
         }
-        // SAFETY: NULL or a struct initialised by emoe_model_params_default.
-        let p = unsafe { read_versioned(params, "params") }?;
-        let mut opts = load_options(&p)?;
-        let mut progress = progress_fn(&p);
-        opts.progress = Some(&mut progress);
         let file = dup_fd(fd)?;
-        let model = Model::load_region(file, offset, length, opts)?;
-        let handle = Box::new(emoe_model {
-            model: Arc::new(model),
-            error: LastError::default(),
-            lookahead: p.lookahead as usize,
-        });
-        // SAFETY: checked non-null; the caller provides a writable pointer.
-        unsafe { out_model.write(Box::into_raw(handle)) };
-        Ok(())
+        // SAFETY: forwarded contract.
+        unsafe {
+            load_into(params, out_model, |opts| {
+                Model::load_region(file, offset, length, opts)
+            })
+        }
     });
     // SAFETY: the caller passes NULL or a buffer of `error_buf_len` bytes.
     unsafe { write_error(&err, error_buf, error_buf_len) };
     status
+}
+
+/// Reads `params`, loads with `load` and writes the new handle to `*out_model`.
+///
+/// # Safety
+/// `params` must be NULL or initialised by `emoe_model_params_default`; `out_model` non-null
+/// and writable.
+unsafe fn load_into(
+    params: *const emoe_model_params,
+    out_model: *mut *mut emoe_model,
+    load: impl FnOnce(LoadOptions<'_>) -> crate::Result<Model>,
+) -> Result<(), Failure> {
+    // SAFETY: NULL or a struct initialised by emoe_model_params_default, by contract.
+    let p = unsafe { read_versioned(params, "params") }?;
+    let mut opts = load_options(&p)?;
+    let mut progress = progress_fn(&p);
+    opts.progress = Some(&mut progress);
+    let handle = Box::new(emoe_model {
+        model: Arc::new(load(opts)?),
+        error: LastError::default(),
+        lookahead: p.lookahead as usize,
+    });
+    // SAFETY: non-null (checked by the callers); the caller provides a writable pointer.
+    unsafe { out_model.write(Box::into_raw(handle)) };
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::engine::config::FORMAT_VERSION;
 use crate::engine::ModelConfig;
 use crate::format::{GgufValue, GgufWriter, TensorSpec};
-use crate::tensor::{float, GgmlType};
+use crate::tensor::GgmlType;
 use crate::{Error, Result};
 
 /// Alignment of edgemoe files: a page, and a multiple of every O_DIRECT block size.
@@ -210,7 +210,7 @@ fn decode_rows(ty: GgmlType, raw: &[u8], row_len: usize, out: &mut [f32]) -> Res
         )));
     }
     for (src, dst) in raw.chunks_exact(rb).zip(out.chunks_exact_mut(row_len)) {
-        float::dequantize(ty, src, dst)?;
+        crate::quant::dequantize(ty, src, dst)?;
     }
     Ok(())
 }
@@ -221,7 +221,7 @@ fn encode_rows(ty: GgmlType, values: &[f32], row_len: usize) -> Result<Vec<u8>> 
     let rows = values.len() / row_len.max(1);
     let mut out = vec![0u8; rb * rows];
     for (src, dst) in values.chunks_exact(row_len).zip(out.chunks_exact_mut(rb)) {
-        float::quantize(ty, src, dst)?;
+        crate::quant::quantize(ty, src, dst)?;
     }
     Ok(out)
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::session::Session;
-use crate::sampling::{Sampler, SamplerParams};
+use crate::sampling::{Sampler, SamplerParams, StopStrings};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 
@@ -61,43 +61,6 @@ impl GenerateStats {
     }
 }
 
-/// Holds back text that could be the start of a stop string.
-struct StopFilter<'a> {
-    stops: &'a [String],
-    pending: String,
-}
-
-impl StopFilter<'_> {
-    /// Adds text; returns what may be emitted now and whether a stop string was reached.
-    fn push(&mut self, text: &str) -> (String, bool) {
-        self.pending.push_str(text);
-        if let Some(at) = self
-            .stops
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min()
-        {
-            let out = self.pending[..at].to_string();
-            self.pending.clear();
-            return (out, true);
-        }
-        // Keep the longest suffix that is a proper prefix of some stop string.
-        let mut keep = 0;
-        for s in self.stops {
-            for (i, _) in s.char_indices().skip(1) {
-                if self.pending.ends_with(&s[..i]) {
-                    keep = keep.max(i);
-                }
-            }
-        }
-        let cut = self.pending.len() - keep;
-        let out = self.pending[..cut].to_string();
-        self.pending.drain(..cut);
-        (out, false)
-    }
-}
-
 /// Generates a continuation of `prompt` after what `session` already holds, passing text to
 /// `on_text` as it is produced (always whole UTF-8 characters); `on_text` returns `false` to stop.
 pub fn generate(
@@ -118,10 +81,7 @@ pub fn generate(
     let prompt_seconds = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     let mut decoder = StreamDecoder::default();
-    let mut filter = StopFilter {
-        stops: &params.stop,
-        pending: String::new(),
-    };
+    let mut filter = StopStrings::new(params.stop.iter().cloned());
     let mut generated = 0;
     let stop_reason = loop {
         if tokenizer.is_eos(next) {
@@ -130,11 +90,11 @@ pub fn generate(
         generated += 1;
         history.push(next);
         let text = decoder.push(tokenizer, next)?;
-        let (emit, stopped) = filter.push(&text);
-        if !emit.is_empty() && !on_text(&emit) {
+        let out = filter.push(&text);
+        if !out.emit.is_empty() && !on_text(&out.emit) {
             break StopReason::Callback;
         }
-        if stopped {
+        if out.stop.is_some() {
             break StopReason::StopString;
         }
         if generated >= params.max_tokens {
@@ -146,8 +106,7 @@ pub fn generate(
         next = sampler.sample(session.eval(&[next], false)?, &history);
     };
     if stop_reason != StopReason::StopString && stop_reason != StopReason::Callback {
-        let (emit, _) = filter.push(&decoder.finish());
-        let rest = emit + &filter.pending;
+        let rest = filter.push(&decoder.finish()).emit + &filter.finish();
         if !rest.is_empty() {
             on_text(&rest);
         }
@@ -159,24 +118,4 @@ pub fn generate(
         decode_seconds: decode_start.elapsed().as_secs_f64(),
         stop_reason,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StopFilter;
-
-    #[test]
-    fn stop_string_split_across_pieces() {
-        let stops = vec!["\n\nEND".to_string()];
-        let mut f = StopFilter {
-            stops: &stops,
-            pending: String::new(),
-        };
-        let (a, s1) = f.push("hello\n");
-        assert_eq!((a.as_str(), s1), ("hello", false));
-        let (b, s2) = f.push("\nEN");
-        assert_eq!((b.as_str(), s2), ("", false));
-        let (c, s3) = f.push("D more");
-        assert_eq!((c.as_str(), s3), ("", true));
-    }
 }

@@ -8,7 +8,7 @@ use super::arch::QkNorm;
 use super::config::ModelConfig;
 use super::experts::{ExpertDirectory, ExpertSource, ResidentExperts};
 use crate::format::{GgufFile, TensorInfo};
-use crate::tensor::{float, ops, Matrix};
+use crate::tensor::{ops, Matrix};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -285,7 +285,7 @@ impl<'a> TensorLoader<'a, '_> {
         let t = self.info(name)?;
         self.check_dims(t, &[len as u64])?;
         let mut out = vec![0f32; len];
-        float::dequantize(t.ty, self.file.data(t), &mut out)?;
+        crate::quant::dequantize(t.ty, self.file.data(t), &mut out)?;
         self.bytes += (len * 4) as u64;
         self.advance(t.size)?;
         Ok(out)

@@ -1,7 +1,6 @@
 //! Tensors: element types and the numeric kernels over them.
 
 pub mod dtype;
-pub mod float;
 pub mod ops;
 
 pub use dtype::GgmlType;

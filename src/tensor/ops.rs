@@ -39,7 +39,7 @@ impl<'a> MatrixRef<'a> {
 
     /// Row `r` as f32 values.
     pub fn row_f32(&self, r: usize, out: &mut [f32]) -> Result<()> {
-        super::float::dequantize(self.ty, self.row(r), &mut out[..self.cols])
+        crate::quant::dequantize(self.ty, self.row(r), &mut out[..self.cols])
     }
 }
 
