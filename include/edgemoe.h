@@ -367,7 +367,9 @@ enum emoe_status emoe_model_load(const char *path, const struct emoe_model_param
 /**
  * Loads a model from an open file descriptor: the GGUF file occupies `length` bytes starting
  * at `offset` (for Android assets and content URIs). The descriptor is duplicated; the
- * caller keeps ownership of `fd`. Otherwise as `emoe_model_load`.
+ * caller keeps ownership of `fd`. Otherwise as `emoe_model_load`: with a memory budget the
+ * experts stream from the region (on Linux through a fresh O_DIRECT open of the same file,
+ * so the caller's descriptor flags are untouched).
  *
  * # Safety
  * Pointers must be NULL or valid for their use as described.
@@ -498,7 +500,9 @@ const char *emoe_session_last_error(const struct emoe_session *session);
 
 /**
  * Stops the session's current evaluation or generation (it returns `EMOE_STATUS_CANCELLED`)
- * or, when idle, its next one. Any thread, any time. The session stays usable.
+ * or, when idle, its next one, during prompt processing as well as decoding. Expert reads in
+ * flight are stopped too (those not yet started by the device; another session that still
+ * needs one reads it again). Any thread, any time. The session stays usable.
  *
  * # Safety
  * `session` must be NULL or a live handle.

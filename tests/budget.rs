@@ -88,3 +88,43 @@ fn streamed_under_budget_equals_resident_and_survives_budget_changes() {
         );
     }
 }
+
+/// A model inside a larger file at an unaligned offset (an Android asset, a content URI's
+/// descriptor) streams under a budget with every backend and gives the resident run's tokens.
+#[test]
+fn streamed_from_a_descriptor_region_equals_resident() {
+    use std::io::Write;
+    let resident = Arc::new(Model::load(&demo()).unwrap());
+    let want = greedy(&resident, 16, |_| {});
+    let bytes = std::fs::read(demo()).unwrap();
+    let offset = 12_345u64;
+    let path = std::env::temp_dir().join(format!("edgemoe-region-{}.bin", std::process::id()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&vec![0x5a; offset as usize]).unwrap();
+    f.write_all(&bytes).unwrap();
+    f.write_all(&[0xa5; 777]).unwrap();
+    drop(f);
+    for backend in [Backend::Pread, Backend::Mmap, Backend::IoUring] {
+        let model = Model::load_region(
+            std::fs::File::open(&path).unwrap(),
+            offset,
+            bytes.len() as u64,
+            LoadOptions {
+                memory_budget: Some(6 << 20),
+                backend,
+                context_length: Some(64),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let model = Arc::new(model);
+        let streamed = model.streamed().expect("a budget streams experts");
+        assert!(
+            streamed.slots() < 32,
+            "{backend:?}: the pool must not hold every expert"
+        );
+        assert_eq!(greedy(&model, 16, |_| {}), want, "{backend:?}");
+        assert!(streamed.stats().bytes_read > 0);
+    }
+    std::fs::remove_file(&path).unwrap();
+}

@@ -406,3 +406,194 @@ fn stats_count_hits_misses_and_preloads() {
     assert_eq!(src.stats().gets, 0);
     assert!(src.get(99, 0).is_err());
 }
+
+/// Holds every read until the gate opens; cancelled reads complete at once, as a backend's
+/// queued requests do.
+struct Gate {
+    inner: Box<dyn Backend>,
+    open: Arc<AtomicBool>,
+    held: Arc<(Mutex<Vec<ReadRequest>>, std::sync::Condvar)>,
+    cancelled: Mutex<HashSet<u64>>,
+}
+
+impl Gate {
+    /// Forwards the held reads once the gate is open.
+    fn release(&self) {
+        if self.open.load(Ordering::SeqCst) {
+            let held: Vec<ReadRequest> = std::mem::take(&mut *self.held.0.lock().unwrap());
+            self.inner.submit(&held);
+        }
+    }
+}
+
+impl Backend for Gate {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+    fn submit(&self, reqs: &[ReadRequest]) {
+        self.held.0.lock().unwrap().extend_from_slice(reqs);
+        self.held.1.notify_all();
+        self.release();
+    }
+    fn reap(&self, out: &mut Vec<Completion>) {
+        self.release();
+        self.inner.reap(out);
+        out.extend(
+            self.cancelled
+                .lock()
+                .unwrap()
+                .drain()
+                .map(|tag| Completion {
+                    tag,
+                    result: Err(edgemoe::stream::backend::cancelled()),
+                }),
+        );
+    }
+    fn wait(&self, tag: u64) -> io::Result<()> {
+        let (held, cond) = &*self.held;
+        let mut h = held.lock().unwrap();
+        loop {
+            if self.cancelled.lock().unwrap().remove(&tag) {
+                return Err(edgemoe::stream::backend::cancelled());
+            }
+            if self.open.load(Ordering::SeqCst) {
+                drop(h);
+                self.release();
+                return self.inner.wait(tag);
+            }
+            h = cond
+                .wait_timeout(h, std::time::Duration::from_millis(10))
+                .unwrap()
+                .0;
+        }
+    }
+    fn cancel(&self, tags: &[u64]) {
+        let (held, cond) = &*self.held;
+        let mut h = held.lock().unwrap();
+        h.retain(|r| {
+            let hit = tags.contains(&r.tag);
+            if hit {
+                self.cancelled.lock().unwrap().insert(r.tag);
+            }
+            !hit
+        });
+        cond.notify_all();
+    }
+}
+
+/// A cancel from another thread while the prompt waits on expert reads stops those reads,
+/// returns `Cancelled`, and leaves the session and the cache usable: the next run equals the
+/// resident model's.
+#[test]
+fn cancel_stops_reads_in_flight_and_the_session_stays_usable() {
+    let path = fixture("mixtral").join("stock-f32.gguf");
+    let p = &reference("mixtral").prompts[0];
+    let mut rs = Session::new(Arc::new(Model::load(&path).unwrap()), Some(64)).unwrap();
+    let want = rs.eval(&p.ids, true).unwrap().to_vec();
+
+    let open = Arc::new(AtomicBool::new(false));
+    let held = Arc::new((Mutex::new(Vec::new()), std::sync::Condvar::new()));
+    let (o2, h2) = (open.clone(), held.clone());
+    let pool = pool_sizes(&path)[1];
+    let (model, src) = streamed(
+        &path,
+        &cfg(BackendKind::Pread, PolicyKind::Lru, pool),
+        move |inner| {
+            Box::new(Gate {
+                inner,
+                open: o2,
+                held: h2,
+                cancelled: Mutex::new(HashSet::new()),
+            })
+        },
+    );
+    let mut s = Session::new(model.clone(), Some(64)).unwrap();
+    let cancel = s.cancel_handle();
+    let ids = p.ids.clone();
+    let worker = std::thread::spawn(move || {
+        let r = s.eval(&ids, true).map(|_| ());
+        (s, r)
+    });
+    // Wait until the prompt is blocked on held reads, then cancel.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while held.0.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no read was issued");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    cancel.cancel();
+    let (mut s, r) = worker.join().unwrap();
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert_eq!(s.position(), 0);
+    let st = src.stats();
+    assert!(st.cancelled_reads > 0, "{st:?}");
+    assert_eq!(st.read_errors, 0, "{st:?}");
+    assert!(
+        held.0.lock().unwrap().is_empty(),
+        "cancelled reads left queued"
+    );
+
+    open.store(true, Ordering::SeqCst);
+    let got = s.eval(&p.ids, true).unwrap().to_vec();
+    assert!(got == want, "logits after a cancelled eval");
+}
+
+/// Every backend's `cancel` keeps the contract: each request completes exactly once, either
+/// read or cancelled, and reads that completed hold the file's bytes.
+#[test]
+fn backends_complete_every_request_once_when_cancelled() {
+    let path = fixture("olmoe").join("stock-f32.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = 64usize;
+    let len = 4096usize;
+    let size = (bytes.len() / 4096 * 4096).min(n * len);
+    for kind in [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap] {
+        let pool = Arc::new(edgemoe::stream::SlotPool::new(len, n, false).unwrap());
+        let (backend, _) = edgemoe::stream::open_backend(
+            kind,
+            &edgemoe::stream::Source::path(&path),
+            pool.clone(),
+            8,
+        )
+        .unwrap();
+        let reqs: Vec<ReadRequest> = (0..n)
+            .map(|i| ReadRequest {
+                offset: ((i * len) % size) as u64,
+                len,
+                slot: i,
+                slot_offset: 0,
+                tag: i as u64 + 1,
+            })
+            .collect();
+        backend.submit(&reqs);
+        let tags: Vec<u64> = reqs.iter().map(|r| r.tag).collect();
+        backend.cancel(&tags);
+        let mut outcomes = std::collections::HashMap::new();
+        let mut done = Vec::new();
+        backend.reap(&mut done);
+        for c in done.drain(..) {
+            assert!(
+                outcomes.insert(c.tag, c.result).is_none(),
+                "{kind:?}: twice"
+            );
+        }
+        for r in &reqs {
+            outcomes.entry(r.tag).or_insert_with(|| backend.wait(r.tag));
+        }
+        backend.reap(&mut done);
+        assert!(done.is_empty(), "{kind:?}: completions after all were seen");
+        let mut cancelled = 0;
+        for r in &reqs {
+            match &outcomes[&r.tag] {
+                Ok(()) => {
+                    // SAFETY: every read completed and none is in flight: nothing writes the pool.
+                    let got = unsafe { pool.slot(r.slot) };
+                    let at = r.offset as usize;
+                    assert_eq!(&got[..len], &bytes[at..at + len], "{kind:?}");
+                }
+                Err(e) if edgemoe::stream::backend::is_cancelled(e) => cancelled += 1,
+                Err(e) => panic!("{kind:?}: {e}"),
+            }
+        }
+        eprintln!("{kind:?}: {cancelled}/{n} reads cancelled");
+    }
+}

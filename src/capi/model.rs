@@ -86,7 +86,9 @@ pub unsafe extern "C" fn emoe_model_load(
 
 /// Loads a model from an open file descriptor: the GGUF file occupies `length` bytes starting
 /// at `offset` (for Android assets and content URIs). The descriptor is duplicated; the
-/// caller keeps ownership of `fd`. Otherwise as `emoe_model_load`.
+/// caller keeps ownership of `fd`. Otherwise as `emoe_model_load`: with a memory budget the
+/// experts stream from the region (on Linux through a fresh O_DIRECT open of the same file,
+/// so the caller's descriptor flags are untouched).
 ///
 /// # Safety
 /// Pointers must be NULL or valid for their use as described.

@@ -100,7 +100,9 @@ pub unsafe extern "C" fn emoe_session_last_error(session: *const emoe_session) -
 }
 
 /// Stops the session's current evaluation or generation (it returns `EMOE_STATUS_CANCELLED`)
-/// or, when idle, its next one. Any thread, any time. The session stays usable.
+/// or, when idle, its next one, during prompt processing as well as decoding. Expert reads in
+/// flight are stopped too (those not yet started by the device; another session that still
+/// needs one reads it again). Any thread, any time. The session stays usable.
 ///
 /// # Safety
 /// `session` must be NULL or a live handle.

@@ -201,6 +201,20 @@ pub trait ExpertSource: Send + Sync {
         true
     }
 
+    /// Like `get`, but gives up with [`crate::Error::Cancelled`] instead of waiting on (or
+    /// re-issuing) a read once `cancel` is set.
+    fn get_or_cancel(
+        &self,
+        layer: usize,
+        expert: usize,
+        _cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<ExpertView<'_>> {
+        self.get(layer, expert)
+    }
+
+    /// Stops reads in flight where the source can (a session was cancelled).
+    fn cancel_reads(&self) {}
+
     /// A hint that these experts of `layer` will be needed soon.
     fn prefetch(&self, _layer: usize, _experts: &[usize]) {}
 

@@ -309,7 +309,7 @@ impl Model {
     /// Loads a GGUF file with options (memory budget, backend, progress).
     pub fn load_with(path: &Path, opts: LoadOptions<'_>) -> Result<Model> {
         let file = Arc::new(GgufFile::open(path)?);
-        Self::load_file(file, opts)
+        Self::load_file(file, crate::stream::Source::path(path), opts)
     }
 
     /// Loads a GGUF file that occupies `len` bytes at `offset` of an open file (an Android
@@ -320,11 +320,16 @@ impl Model {
         len: u64,
         opts: LoadOptions<'_>,
     ) -> Result<Model> {
-        let file = Arc::new(GgufFile::from_region(file, offset, len)?);
-        Self::load_file(file, opts)
+        let source = crate::stream::Source::region(Arc::new(file), offset, len);
+        let file = Arc::new(source.gguf()?);
+        Self::load_file(file, source, opts)
     }
 
-    fn load_file(file: Arc<GgufFile>, mut opts: LoadOptions<'_>) -> Result<Model> {
+    fn load_file(
+        file: Arc<GgufFile>,
+        source: crate::stream::Source,
+        mut opts: LoadOptions<'_>,
+    ) -> Result<Model> {
         let path = file.path.clone();
         let path = path.as_path();
         let config = ModelConfig::from_gguf(&file.header, path)?;
@@ -353,11 +358,6 @@ impl Model {
         };
         let budget = opts.memory_budget.unwrap_or(u64::MAX / 4);
         let plan = BudgetPlan::new(&file, &config, &directory, budget, opts.context_length)?;
-        if !file.path.exists() {
-            return Err(Error::Unsupported(
-                "streaming experts from a descriptor region; load it resident".into(),
-            ));
-        }
         let cfg = crate::stream::StreamConfig {
             pool_bytes: plan.pool,
             backend: kind,
@@ -365,11 +365,12 @@ impl Model {
             mlock: opts.mlock,
             ..Default::default()
         };
-        let streamed = Arc::new(crate::stream::StreamedExperts::open(
-            path,
+        let streamed = Arc::new(crate::stream::StreamedExperts::open_source(
+            &source,
             directory.clone(),
             config.n_layers,
             &cfg,
+            |b| b,
         )?);
         let mut model = Self::build(
             file,

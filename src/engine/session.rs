@@ -117,13 +117,27 @@ impl PredictionStats {
 }
 
 /// Cancels a session's work from another thread.
-#[derive(Clone, Debug)]
-pub struct CancelHandle(Arc<AtomicBool>);
+#[derive(Clone)]
+pub struct CancelHandle {
+    flag: Arc<AtomicBool>,
+    model: Arc<Model>,
+}
+
+impl std::fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("cancelled", &self.flag.load(Ordering::SeqCst))
+            .finish()
+    }
+}
 
 impl CancelHandle {
-    /// Makes the session's current (or next) evaluation stop with [`Error::Cancelled`].
+    /// Makes the session's current (or next) evaluation stop with [`Error::Cancelled`], and
+    /// stops the model's expert reads in flight (reads another session still needs are
+    /// issued again for it).
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
+        self.model.experts.cancel_reads();
     }
 }
 
@@ -208,7 +222,10 @@ impl Session {
 
     /// A handle that cancels this session's evaluations from any thread.
     pub fn cancel_handle(&self) -> CancelHandle {
-        CancelHandle(self.cancel.clone())
+        CancelHandle {
+            flag: self.cancel.clone(),
+            model: self.model.clone(),
+        }
     }
 
     /// Installs (or removes) an observer of routing decisions; returns the previous one.
@@ -263,6 +280,10 @@ impl Session {
             Ok(())
         })();
         self.scratch.x = x;
+        if matches!(result, Err(Error::Cancelled)) {
+            // Seen: the next evaluation runs.
+            self.cancel.store(false, Ordering::SeqCst);
+        }
         result?;
         self.position += n;
         Ok(&self.logits)
@@ -430,7 +451,7 @@ impl Session {
             // in router order below, so the order of computation does not change the result.
             used.sort_by_key(|&e| !model.experts.is_ready(l, e));
             for &e in &used {
-                let view = model.experts.get(l, e)?;
+                let view = model.experts.get_or_cancel(l, e, &self.cancel)?;
                 for t in 0..n {
                     let Some(slot) = s.routes[t].experts.iter().position(|&x| x == e) else {
                         continue;

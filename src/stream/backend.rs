@@ -7,11 +7,12 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::pool::{SlotPool, ALIGN};
-use crate::{Error, Result};
+use super::source::Source;
+use crate::Result;
 
 /// One aligned read of file bytes into a pool slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,21 @@ pub trait Backend: Send + Sync {
     /// Blocks until request `tag` completes and returns its result; it is not returned by a
     /// later `reap`. Completions of other requests seen meanwhile stay queued for `reap`.
     fn wait(&self, tag: u64) -> io::Result<()>;
+
+    /// Asks that these requests stop: those not started complete at once with a
+    /// [`cancelled`] error; those the device already works on may still complete normally.
+    /// Each request still produces exactly one completion.
+    fn cancel(&self, _tags: &[u64]) {}
+}
+
+/// The error a cancelled request completes with.
+pub fn cancelled() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
+}
+
+/// Whether a request's error means it was cancelled rather than failed.
+pub fn is_cancelled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
 }
 
 /// Which backend to use.
@@ -115,65 +131,21 @@ impl Target {
     }
 }
 
-/// Opens `path` for reading without the page cache where the platform allows (O_DIRECT on
-/// Linux, F_NOCACHE on Apple); falls back to a buffered open and says why.
-pub(crate) fn open_uncached(path: &Path) -> Result<(File, Option<String>)> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(f) => return Ok((f, None)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::io(path, e)),
-            Err(e) => {
-                let f = File::open(path).map_err(|e| Error::io(path, e))?;
-                return Ok((
-                    f,
-                    Some(format!("O_DIRECT refused ({e}); reads use the page cache")),
-                ));
-            }
-        }
-    }
-    #[cfg(any(target_os = "macos", target_os = "ios"))]
-    {
-        use std::os::fd::AsRawFd;
-        let f = File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: fcntl on a descriptor we own; F_NOCACHE takes an int argument.
-        let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_NOCACHE, 1) };
-        let note = (rc != 0).then(|| {
-            format!(
-                "F_NOCACHE refused ({}); reads use the page cache",
-                io::Error::last_os_error()
-            )
-        });
-        return Ok((f, note));
-    }
-    #[allow(unreachable_code)]
-    {
-        let f = File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok((f, Some("no uncached reads on this platform".into())))
-    }
-}
-
-/// Builds a target over `path`.
-pub(crate) fn target(path: &Path, file: File, pool: Arc<SlotPool>) -> Result<Target> {
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+/// Builds a target reading `file`, a handle on `source`.
+pub(crate) fn target(source: &Source, file: File, pool: Arc<SlotPool>) -> Result<Target> {
     Ok(Target {
-        path: path.to_path_buf(),
+        path: source.name().to_path_buf(),
         file,
-        file_len,
+        file_len: source.end()?,
         pool,
     })
 }
 
-/// Opens the backend `kind` over `path` writing into `pool`. Returns the backend and the
+/// Opens the backend `kind` over `source` writing into `pool`. Returns the backend and the
 /// reasons for any fallback taken (io_uring refused, O_DIRECT refused, ...).
 pub fn open_backend(
     kind: BackendKind,
-    path: &Path,
+    source: &Source,
     pool: Arc<SlotPool>,
     queue_depth: usize,
 ) -> Result<(Box<dyn Backend>, Vec<String>)> {
@@ -181,14 +153,13 @@ pub fn open_backend(
     let queue_depth = queue_depth.max(1);
     match kind {
         BackendKind::Mmap => {
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            let t = target(path, file, pool)?;
+            let t = target(source, source.open()?, pool)?;
             Ok((Box::new(super::mmap::MmapBackend::new(t)?), notes))
         }
         BackendKind::Pread => {
-            let (file, note) = open_uncached(path)?;
+            let (file, note) = source.open_uncached()?;
             notes.extend(note);
-            let t = target(path, file, pool)?;
+            let t = target(source, file, pool)?;
             Ok((
                 Box::new(super::pread::PreadBackend::new(t, queue_depth)),
                 notes,
@@ -197,7 +168,7 @@ pub fn open_backend(
         BackendKind::IoUring | BackendKind::Auto => {
             #[cfg(all(target_os = "linux", not(target_os = "android")))]
             {
-                match super::uring::UringBackend::open(path, pool.clone(), queue_depth) {
+                match super::uring::UringBackend::open(source, pool.clone(), queue_depth) {
                     Ok((b, more)) => {
                         notes.extend(more);
                         return Ok((Box::new(b), notes));
@@ -207,7 +178,7 @@ pub fn open_backend(
             }
             #[cfg(not(all(target_os = "linux", not(target_os = "android"))))]
             notes.push("io_uring is not available on this platform; using pread".into());
-            let (b, more) = open_backend(BackendKind::Pread, path, pool, queue_depth)?;
+            let (b, more) = open_backend(BackendKind::Pread, source, pool, queue_depth)?;
             notes.extend(more);
             Ok((b, notes))
         }

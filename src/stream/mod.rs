@@ -16,12 +16,14 @@ pub mod cache;
 mod mmap;
 pub mod pool;
 mod pread;
+pub mod source;
 #[cfg(all(target_os = "linux", not(target_os = "android")))]
 mod uring;
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,10 +35,10 @@ pub use cache::{
     ReplayStats,
 };
 pub use pool::{SlotPool, ALIGN};
+pub use source::Source;
 
 use crate::engine::experts::{ExpertLoc, MatrixLoc};
 use crate::engine::{ExpertDirectory, ExpertSource, ExpertView, ModelConfig};
-use crate::format::GgufFile;
 use crate::{Error, Result};
 use pool::{align_down, align_up};
 
@@ -88,6 +90,8 @@ pub struct StreamStats {
     pub bytes_read: u64,
     /// Reads that failed.
     pub read_errors: u64,
+    /// Reads stopped by a cancellation before they finished.
+    pub cancelled_reads: u64,
     /// Time the forward pass spent blocked on I/O.
     pub io_wait: Duration,
     /// Wall time with at least one read in flight.
@@ -376,9 +380,16 @@ impl State {
                 self.stats.bytes_read += len as u64;
             }
             Err(e) => {
-                self.stats.read_errors += 1;
+                // A cancelled read is marked `Interrupted`, which `get` retries.
+                let failure = if backend::is_cancelled(&e) {
+                    self.stats.cancelled_reads += 1;
+                    (io::ErrorKind::Interrupted, "cancelled".to_string())
+                } else {
+                    self.stats.read_errors += 1;
+                    (e.kind(), e.to_string())
+                };
                 if s.failed.is_none() {
-                    s.failed = Some((e.kind(), e.to_string()));
+                    s.failed = Some(failure);
                 }
             }
         }
@@ -466,6 +477,18 @@ impl StreamedExperts {
         cfg: &StreamConfig,
         wrap: impl FnOnce(Box<dyn Backend>) -> Box<dyn Backend>,
     ) -> Result<Self> {
+        Self::open_source(&Source::path(path), directory, n_layers, cfg, wrap)
+    }
+
+    /// Opens a model that lives in a file or a descriptor region ([`Source`]).
+    pub fn open_source(
+        source: &Source,
+        directory: Arc<ExpertDirectory>,
+        n_layers: usize,
+        cfg: &StreamConfig,
+        wrap: impl FnOnce(Box<dyn Backend>) -> Box<dyn Backend>,
+    ) -> Result<Self> {
+        let path = source.name();
         if n_layers != directory.n_layers {
             return Err(Error::InvalidArgument(format!(
                 "{n_layers} layers given for a directory of {}",
@@ -473,17 +496,16 @@ impl StreamedExperts {
             )));
         }
         let n_experts_used = {
-            let file = GgufFile::open(path)?;
+            let file = source.gguf()?;
             ModelConfig::from_gguf(&file.header, path)?.n_experts_used
         };
-        let file_len = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
+        let model_len = source.len()?;
+        let base = source.base();
         let mut plans = Vec::with_capacity(directory.n_layers * directory.n_experts);
         for (i, loc) in directory.iter().enumerate() {
             for m in [loc.gate, loc.up, loc.down] {
                 let end = m.offset.checked_add(m.len);
-                if !matches!(end, Some(e) if e <= file_len) {
+                if !matches!(end, Some(e) if e <= model_len) {
                     return Err(Error::invalid_file(
                         path,
                         format!(
@@ -500,9 +522,24 @@ impl StreamedExperts {
                     )));
                 }
             }
-            plans.push(Plan::new(loc));
+            // Backends read absolute file offsets.
+            let absolute = |m: MatrixLoc| MatrixLoc {
+                offset: m.offset + base,
+                ..m
+            };
+            plans.push(Plan::new(&ExpertLoc {
+                gate: absolute(loc.gate),
+                up: absolute(loc.up),
+                down: absolute(loc.down),
+            }));
         }
-        let slot_size = slot_bytes(&directory);
+        // From the plans actually built: a region at an unaligned base may need one more block.
+        let slot_size = plans
+            .iter()
+            .map(Plan::slot_bytes)
+            .max()
+            .unwrap_or(ALIGN)
+            .max(ALIGN);
         let n_slots = (cfg.pool_bytes / slot_size) as usize;
         let min_slots = n_experts_used.max(1);
         if n_slots < min_slots {
@@ -521,7 +558,7 @@ impl StreamedExperts {
         if let Some(n) = pool.lock_note() {
             notes.push(format!("expert pool not mlock'ed: {n}"));
         }
-        let (backend, more) = open_backend(cfg.backend, path, pool.clone(), cfg.queue_depth)?;
+        let (backend, more) = open_backend(cfg.backend, source, pool.clone(), cfg.queue_depth)?;
         notes.extend(more);
         let backend = wrap(backend);
         let n_keys = directory.n_layers * directory.n_experts;
@@ -691,6 +728,16 @@ impl StreamedExperts {
         st.scratch = done;
     }
 
+    /// Asks the backend to stop every read in flight (a session was cancelled). Reads it
+    /// cannot stop complete normally; stopped ones leave their slot empty, and callers that
+    /// still want the expert read it again.
+    pub fn cancel_reads(&self) {
+        let tags: Vec<u64> = self.state.lock().tags.keys().copied().collect();
+        if !tags.is_empty() {
+            self.backend.cancel(&tags);
+        }
+    }
+
     /// Blocks (holding no cache lock) until read `tag` completes, then records it.
     fn wait_tag(&self, tag: u64) {
         let _io = self.io.lock();
@@ -720,6 +767,19 @@ impl ExpertSource for StreamedExperts {
     }
 
     fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
+        self.get_or_cancel(layer, expert, &AtomicBool::new(false))
+    }
+
+    fn cancel_reads(&self) {
+        StreamedExperts::cancel_reads(self)
+    }
+
+    fn get_or_cancel(
+        &self,
+        layer: usize,
+        expert: usize,
+        cancel: &AtomicBool,
+    ) -> Result<ExpertView<'_>> {
         let key = self.key(layer, expert)?;
         // The slot this call holds a pin on, once it has one.
         let mut held: Option<usize> = None;
@@ -758,6 +818,9 @@ impl ExpertSource for StreamedExperts {
                         // Every slot is pinned, some by reads in flight: wait for one.
                         drop(st);
                         self.wait_tag(tag);
+                        if cancel.load(Ordering::SeqCst) {
+                            return Err(Error::Cancelled);
+                        }
                         continue;
                     } else {
                         return Err(Error::InvalidArgument(format!(
@@ -780,6 +843,10 @@ impl ExpertSource for StreamedExperts {
                     let tag = s.tags[0];
                     drop(st);
                     self.wait_tag(tag);
+                    if cancel.load(Ordering::SeqCst) {
+                        self.state.lock().unpin(slot);
+                        return Err(Error::Cancelled);
+                    }
                 }
                 _ => {
                     let (kind, msg) = s
@@ -787,6 +854,14 @@ impl ExpertSource for StreamedExperts {
                         .clone()
                         .unwrap_or((io::ErrorKind::Other, "expert load failed".into()));
                     st.unpin(slot);
+                    if kind == io::ErrorKind::Interrupted {
+                        // Another caller cancelled the read: ours continues unless it was us.
+                        if cancel.load(Ordering::SeqCst) {
+                            return Err(Error::Cancelled);
+                        }
+                        held = None;
+                        continue;
+                    }
                     return Err(Error::io(
                         &self.path,
                         io::Error::new(
@@ -847,6 +922,17 @@ struct Shared(Arc<StreamedExperts>);
 impl ExpertSource for Shared {
     fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
         self.0.get(layer, expert)
+    }
+    fn get_or_cancel(
+        &self,
+        layer: usize,
+        expert: usize,
+        cancel: &AtomicBool,
+    ) -> Result<ExpertView<'_>> {
+        self.0.get_or_cancel(layer, expert, cancel)
+    }
+    fn cancel_reads(&self) {
+        self.0.cancel_reads()
     }
     fn prefetch(&self, layer: usize, experts: &[usize]) {
         self.0.prefetch(layer, experts)

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::backend::{Backend, Completion, DoneQueue, ReadRequest, Target};
+use super::backend::{cancelled, Backend, Completion, DoneQueue, ReadRequest, Target};
 
 struct Shared {
     target: Target,
@@ -120,6 +120,22 @@ impl Backend for PreadBackend {
 
     fn wait(&self, tag: u64) -> io::Result<()> {
         self.shared.done.wait(tag)
+    }
+
+    fn cancel(&self, tags: &[u64]) {
+        let mut q = self.shared.queue.lock();
+        let mut dropped = Vec::new();
+        q.pending.retain(|r| {
+            let hit = tags.contains(&r.tag);
+            if hit {
+                dropped.push(r.tag);
+            }
+            !hit
+        });
+        drop(q);
+        for tag in dropped {
+            self.shared.done.push(tag, Err(cancelled()));
+        }
     }
 }
 

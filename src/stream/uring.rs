@@ -9,14 +9,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::sync::Arc;
 
 use io_uring::{opcode, types, IoUring, Probe};
 use parking_lot::Mutex;
 
-use super::backend::{open_uncached, target, Backend, Completion, ReadRequest, Target};
+use super::backend::{cancelled, target, Backend, Completion, ReadRequest, Target};
 use super::pool::SlotPool;
+use super::source::Source;
 
 /// io_uring refuses more registered buffers than this.
 const MAX_FIXED_BUFFERS: usize = 1 << 14;
@@ -49,7 +49,7 @@ impl UringBackend {
     /// Sets up the ring, probes that it works and that the opcodes exist, registers the file
     /// and the pool. `Err` carries the reason io_uring cannot be used here.
     pub(crate) fn open(
-        path: &Path,
+        source: &Source,
         pool: Arc<SlotPool>,
         queue_depth: usize,
     ) -> Result<(UringBackend, Vec<String>), String> {
@@ -75,7 +75,7 @@ impl UringBackend {
         ring.completion().for_each(drop);
 
         let mut notes = Vec::new();
-        let (file, note) = open_uncached(path).map_err(|e| e.to_string())?;
+        let (file, note) = source.open_uncached().map_err(|e| e.to_string())?;
         notes.extend(note);
         let fixed_file = match ring.submitter().register_files(&[file.as_raw_fd()]) {
             Ok(()) => true,
@@ -121,7 +121,7 @@ impl UringBackend {
                 }
             }
         };
-        let target = target(path, file, pool).map_err(|e| e.to_string())?;
+        let target = target(source, file, pool).map_err(|e| e.to_string())?;
         Ok((
             UringBackend {
                 target,
@@ -283,6 +283,39 @@ impl Backend for UringBackend {
             }
         }
     }
+
+    fn cancel(&self, tags: &[u64]) {
+        let mut ring = self.ring.lock();
+        let ring = &mut *ring;
+        // Not yet handed to the kernel: complete them here.
+        let (dropped, kept): (VecDeque<Op>, VecDeque<Op>) = ring
+            .pending
+            .drain(..)
+            .partition(|op| tags.contains(&op.req.tag));
+        ring.pending = kept;
+        for op in dropped {
+            ring.done.insert(op.req.tag, Err(cancelled()));
+        }
+        // In the kernel: ask it to cancel; a read it cannot stop completes normally.
+        for tag in tags {
+            if !ring.inflight.contains_key(tag) {
+                continue;
+            }
+            let entry = opcode::AsyncCancel::new(*tag)
+                .build()
+                .user_data(Self::CANCEL_TAG);
+            // SAFETY: a cancel request references no memory.
+            if unsafe { ring.ring.submission().push(&entry) }.is_err() {
+                break; // queue full: the remaining reads just finish
+            }
+        }
+        let _ = ring.ring.submit();
+    }
+}
+
+impl UringBackend {
+    /// The user_data of cancel requests; never a read's tag (tags count up from 1).
+    const CANCEL_TAG: u64 = u64::MAX - 1;
 }
 
 impl Drop for UringBackend {

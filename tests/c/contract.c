@@ -203,6 +203,32 @@ int main(int argc, char **argv) {
     EXPECT(emoe_model_set_memory_budget(NULL, 1) == INVALID);
     EXPECT(emoe_model_set_memory_budget(model, 1 << 30) == INVALID); /* loaded without a budget */
 
+    /* A descriptor (an Android asset) streams under a budget too; the caller keeps the fd. */
+    FILE *mf = fopen(argv[1], "rb");
+    EXPECT(mf != NULL);
+    if (mf) {
+        fseek(mf, 0, SEEK_END);
+        long flen = ftell(mf);
+        emoe_model_params_default(&mp);
+        mp.context_length = 64;
+        mp.memory_budget = pf.min_budget + (1 << 20);
+        emoe_model *from_fd = NULL;
+        EXPECT(emoe_model_load_fd(fileno(mf), 0, (uint64_t)flen + 1, &mp, &from_fd, error, sizeof error) == EMOE_STATUS_INVALID_FILE);
+        EXPECT(emoe_model_load_fd(fileno(mf), 0, (uint64_t)flen, &mp, &from_fd, error, sizeof error) == EMOE_STATUS_OK);
+        if (from_fd) {
+            emoe_session *fs = NULL;
+            EXPECT(emoe_session_new(from_fd, 64, &fs) == EMOE_STATUS_OK);
+            emoe_generate_params_default(&gp);
+            gp.max_tokens = 8;
+            EXPECT(emoe_session_generate(fs, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+            emoe_stats es;
+            EXPECT(emoe_model_stats(from_fd, &es) == EMOE_STATUS_OK && es.bytes_read > 0);
+            emoe_session_free(fs);
+            emoe_model_free(from_fd);
+        }
+        fclose(mf);
+    }
+
     /* A session keeps its model alive after the model handle is freed. */
     EXPECT(emoe_session_new(model, 32, &session) == EMOE_STATUS_OK);
     emoe_model_free(model);
