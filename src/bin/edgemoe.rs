@@ -64,6 +64,9 @@ struct ModelArgs {
     /// Layers of router look-ahead used to preload experts (0: off).
     #[arg(long, default_value_t = 1)]
     lookahead: usize,
+    /// Kernel threads (0: one per physical core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
     /// Set by the command: tokens of KV cache the budget reserves.
     #[arg(skip)]
     context_length: Option<usize>,
@@ -95,6 +98,7 @@ impl ModelArgs {
             LoadOptions {
                 memory_budget,
                 backend,
+                threads: self.threads,
                 context_length: self.context_length,
                 ..Default::default()
             },
@@ -415,13 +419,15 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
         .map(human)
         .unwrap_or_else(|| "n/a".into());
     eprintln!(
-        "prompt {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | peak memory {} | experts {}",
+        "prompt {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | peak memory {} | experts {} | {} threads, {} kernels",
         stats.prompt_tokens,
         stats.prompt_tokens_per_second(),
         stats.generated_tokens,
         stats.decode_tokens_per_second(),
         peak,
         model.experts.name(),
+        model.thread_pool().threads(),
+        edgemoe::quant::kernel_name(),
     );
     if a.stats {
         let p = session.prediction_stats();

@@ -8,7 +8,7 @@ use super::arch::QkNorm;
 use super::config::ModelConfig;
 use super::experts::{ExpertDirectory, ExpertSource, ResidentExperts};
 use crate::format::{GgufFile, TensorInfo};
-use crate::tensor::{ops, Matrix};
+use crate::tensor::{ops, Matrix, ThreadPool};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -57,6 +57,8 @@ pub struct Model {
     tokenizer: std::result::Result<Tokenizer, String>,
     streamed: Option<Arc<crate::stream::StreamedExperts>>,
     budget: Option<BudgetPlan>,
+    /// Kernel threads, shared by the model's sessions.
+    pool: Arc<ThreadPool>,
 }
 
 /// Where experts are served from.
@@ -80,7 +82,8 @@ pub struct LoadOptions<'a> {
     /// Bytes the model may use in all; `None` for no limit.
     pub memory_budget: Option<u64>,
     pub backend: Backend,
-    /// Kernel threads; 0 for the default.
+    /// Kernel threads, the calling thread included; 0 for the default (the number of
+    /// physical cores, see [`crate::tensor::pool::default_threads`]).
     pub threads: usize,
     /// Lock the expert pool in memory where the OS allows.
     pub mlock: bool,
@@ -349,7 +352,9 @@ impl Model {
         };
         let Some(kind) = stream_kind else {
             let experts = Box::new(ResidentExperts::new(file.clone(), directory.clone()));
-            return Self::build(file, config, directory, experts, opts.progress.take());
+            let mut model = Self::build(file, config, directory, experts, opts.progress.take())?;
+            model.pool = Arc::new(ThreadPool::new(opts.threads));
+            return Ok(model);
         };
         let budget = opts.memory_budget.unwrap_or(u64::MAX / 4);
         let plan = BudgetPlan::new(&file, &config, &directory, budget, opts.context_length)?;
@@ -382,6 +387,7 @@ impl Model {
         model.file.release_pages();
         model.streamed = Some(streamed);
         model.budget = Some(plan);
+        model.pool = Arc::new(ThreadPool::new(opts.threads));
         Ok(model)
     }
 
@@ -414,14 +420,28 @@ impl Model {
         streamed.set_pool_bytes(plan.pool.min(streamed.max_pool_bytes()))
     }
 
-    /// Builds a model around an expert source of the caller's choosing.
+    /// Kernel threads shared by this model's sessions.
+    pub fn thread_pool(&self) -> &Arc<ThreadPool> {
+        &self.pool
+    }
+
+    /// Replaces the kernel threads (0: the default count). Sessions made before keep the
+    /// pool they started with.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.pool = Arc::new(ThreadPool::new(threads));
+    }
+
+    /// Builds a model around an expert source of the caller's choosing (kernel threads: the
+    /// default count).
     pub fn from_parts(
         file: Arc<GgufFile>,
         config: ModelConfig,
         directory: Arc<ExpertDirectory>,
         experts: Box<dyn ExpertSource>,
     ) -> Result<Model> {
-        Self::build(file, config, directory, experts, None)
+        let mut model = Self::build(file, config, directory, experts, None)?;
+        model.pool = Arc::new(ThreadPool::new(0));
+        Ok(model)
     }
 
     fn build(
@@ -512,6 +532,7 @@ impl Model {
             tokenizer,
             streamed: None,
             budget: None,
+            pool: Arc::new(ThreadPool::single()),
         })
     }
 

@@ -149,13 +149,17 @@ impl Session {
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / hd as f32))
             .collect();
+        let pool = model.thread_pool().clone();
         Ok(Session {
             model,
             cache,
             capacity,
             position: 0,
             logits: Vec::new(),
-            scratch: Scratch::default(),
+            scratch: Scratch {
+                matvec: MatvecScratch::with_pool(pool),
+                ..Scratch::default()
+            },
             inv_freq,
             observer: None,
             lookahead: 0,

@@ -1,7 +1,9 @@
 //! Numeric building blocks of the forward pass. Every function is deterministic: the same
 //! inputs give the same bits, whether a row is computed alone (decode) or in a batch (prompt).
 
-use super::GgmlType;
+use std::sync::Arc;
+
+use super::{GgmlType, ThreadPool};
 use crate::{Error, Result};
 
 /// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty`, back to back.
@@ -68,17 +70,51 @@ pub fn supported(ty: GgmlType) -> bool {
     !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8K)
 }
 
-/// Scratch space for [`matvec`], reused across calls so decoding does not allocate.
+/// Below this much work (bytes of weights times vectors) a product runs on one thread. Waking
+/// a worker and sharing out chunks costs microseconds, and a worker kept spinning between
+/// small products takes a core from everything else: on the bundled demo model (largest
+/// matrix 512 KiB) splitting made decoding slower, on 1-2 MiB expert matrices twice as fast.
+pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// Bytes of weights per unit of work handed to a thread: big enough that taking a chunk from
+/// the shared counter is noise, small enough that threads finish close together.
+const CHUNK_BYTES: usize = 32 << 10;
+
+/// Scratch space and threads for [`matvec`], reused across calls so decoding does not
+/// allocate.
 #[derive(Default)]
 pub struct MatvecScratch {
     /// `x` quantised as the weight type's activation type (ggml's vec_dot_type).
     activation: crate::quant::Activation,
+    /// Kernel threads; `None` runs on the calling thread.
+    pool: Option<Arc<ThreadPool>>,
+}
+
+impl MatvecScratch {
+    /// Scratch whose products are split over `pool`'s threads when large enough.
+    pub fn with_pool(pool: Arc<ThreadPool>) -> Self {
+        MatvecScratch {
+            activation: crate::quant::Activation::new(),
+            pool: Some(pool),
+        }
+    }
+
+    /// Threads products may use.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.threads())
+    }
+}
+
+/// Rows per chunk for a matrix with `row_bytes`-byte rows: a multiple of 16 rows of about
+/// [`CHUNK_BYTES`]. Depends only on the matrix, so the split is the same for any thread count.
+fn chunk_rows(row_bytes: usize) -> usize {
+    (CHUNK_BYTES / row_bytes.max(1)).div_ceil(16).max(1) * 16
 }
 
 /// `out[r] = row r · x` for every row of `m`, with the SIMD kernels of [`crate::quant`]. Float
 /// weights use an f32 dot product; block-quantised weights quantise `x` to 8 bits first and use
 /// integer dot products, as ggml does. Each row's result depends only on that row and `x`, so
-/// results do not depend on batching or on how rows are split.
+/// results do not depend on batching, on threads, or on how rows are split.
 pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], scratch: &mut MatvecScratch) {
     debug_assert_eq!(x.len(), m.cols);
     debug_assert_eq!(out.len(), m.rows);
@@ -87,7 +123,19 @@ pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], scratch: &mut Matvec
         out.fill(f32::NAN);
         return;
     }
-    crate::quant::matvec(m.ty, m.data, m.rows, &scratch.activation, out);
+    let act = &scratch.activation;
+    match &scratch.pool {
+        Some(pool) if pool.threads() > 1 && m.data.len() >= PARALLEL_MIN_BYTES => {
+            let rb = m.data.len() / m.rows.max(1);
+            let rows = chunk_rows(rb);
+            let out = &mut out[..m.rows];
+            pool.for_each_chunk(out, rows, &|r0, o| {
+                let w = &m.data[r0 * rb..(r0 + o.len()) * rb];
+                crate::quant::matvec(m.ty, w, o.len(), act, o);
+            });
+        }
+        _ => crate::quant::matvec(m.ty, m.data, m.rows, act, out),
+    }
 }
 
 /// RMS normalisation as Hugging Face computes it: `x / sqrt(mean(x²) + eps) * w`.
