@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use edgemoe::tensor::ops::{matvec, MatvecScratch, PARALLEL_MIN_BYTES};
+use edgemoe::tensor::ops::{matmat, matvec, MatvecScratch, PARALLEL_MIN_BYTES};
 use edgemoe::tensor::{GgmlType, MatrixRef, ThreadPool};
 
 /// Deterministic pseudo-random numbers (splitmix64).
@@ -62,6 +62,32 @@ fn threaded_matvec_is_bit_identical_to_one_thread() {
             let a: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
             let b: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
             assert_eq!(a, b, "{ty} at {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn matmat_is_bit_identical_to_matvec_per_vector() {
+    let mut rng = Rng(21);
+    let cols = 512;
+    for ty in TYPES {
+        for (rows, n) in [(40usize, 2usize), (300, 7), (2100, 65)] {
+            let data = matrix(ty, rows, cols, &mut rng);
+            let m = MatrixRef::new(ty, rows, cols, &data).unwrap();
+            let xs = rng.vec(n * cols);
+            let mut want = vec![0f32; n * rows];
+            let mut s = MatvecScratch::default();
+            for (x, o) in xs.chunks_exact(cols).zip(want.chunks_exact_mut(rows)) {
+                matvec(m, x, o, &mut s);
+            }
+            for threads in [1, 2, 3] {
+                let mut s = MatvecScratch::with_pool(Arc::new(ThreadPool::new(threads)));
+                let mut got = vec![0f32; n * rows];
+                matmat(m, &xs, n, &mut got, &mut s);
+                let a: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                let b: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(a, b, "{ty} {rows}x{cols} times {n} at {threads} threads");
+            }
         }
     }
 }

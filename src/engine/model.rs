@@ -160,10 +160,15 @@ impl BudgetPlan {
         let ctx = context_length.unwrap_or(c.context_length.min(2048));
         let kv_cache = 2 * (c.n_layers * ctx * c.n_kv_heads * c.head_dim * 4) as u64;
         // Logits, per-token buffers of a prompt batch (hidden state, its norm, each token's
-        // expert outputs), attention scores, plus 1 MiB for the rest.
+        // expert outputs, q/k/v, attention output and its projection, router logits, the
+        // batched products' results and prepared activations), expert FFN buffers of one
+        // token group, attention scores, plus 1 MiB for the rest.
         let batch = ctx.min(512);
-        let scratch =
-            (1 << 20) + 4 * (2 * c.vocab + batch * (2 + c.n_experts_used) * c.hidden + ctx) as u64;
+        let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let per_token = (4 + c.n_experts_used) * c.hidden + 3 * q_dim + 2 * kv_dim + c.n_experts;
+        let ffn_group =
+            super::session::FFN_GROUP * (3 * c.expert_ffn.max(c.shared_ffn) + 2 * c.hidden);
+        let scratch = (1 << 20) + 4 * (2 * c.vocab + batch * per_token + ffn_group + ctx) as u64;
         let slot = crate::stream::slot_bytes(directory);
         let min_pool = crate::stream::min_pool_bytes(directory, c.n_experts_used);
         let max_pool = slot * (c.n_layers * c.n_experts) as u64;

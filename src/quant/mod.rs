@@ -411,3 +411,62 @@ pub fn matvec(
         *o = unsafe { f(row, act) };
     }
 }
+
+/// `out[r * acts.len() + t] = dot(row r, acts[t])` for `rows` rows of `weight_type` laid out
+/// back to back in `weights`: one matrix times several prepared vectors, each row read once
+/// for all of them. Every value is computed by the same kernel as [`matvec`] computes it, so
+/// the results are bit-identical to one `matvec` per vector. Bad shapes are a caller bug
+/// (debug assertion); release builds then fill `out` with NaN.
+pub fn matmat(
+    weight_type: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    acts: &[Activation],
+    out: &mut [f32],
+) {
+    let n = acts.len();
+    let Some(first) = acts.first() else {
+        return;
+    };
+    let bl = weight_type.block_len();
+    let rb = first.n / bl * weight_type.block_bytes();
+    let ok = acts
+        .iter()
+        .all(|a| a.kind == vec_dot_type(weight_type) && a.n == first.n)
+        && first.n % bl == 0
+        && rows.checked_mul(rb) == Some(weights.len())
+        && rows.checked_mul(n).is_some_and(|len| out.len() >= len);
+    if !ok {
+        debug_assert!(
+            false,
+            "matmat: {} x {rows} rows in {} bytes, {n} activations, out {}",
+            weight_type,
+            weights.len(),
+            out.len()
+        );
+        out.fill(f32::NAN);
+        return;
+    }
+    if rb == 0 {
+        out[..rows * n].fill(0.0);
+        return;
+    }
+    let f = kernel(weight_type, level());
+    // Vectors in groups whose prepared activations stay in the L2 cache with a few rows.
+    let group = (MATMAT_ACTIVATION_BYTES / rb.max(1)).clamp(1, n);
+    for t0 in (0..n).step_by(group) {
+        let t1 = (t0 + group).min(n);
+        for (r, row) in weights.chunks_exact(rb).enumerate() {
+            let o = &mut out[r * n + t0..r * n + t1];
+            for (o, act) in o.iter_mut().zip(&acts[t0..t1]) {
+                // SAFETY: every row is exactly `rb` bytes, which matches every activation
+                // (checked above); the kernel's instruction set was detected by `level()`.
+                *o = unsafe { f(row, act) };
+            }
+        }
+    }
+}
+
+/// About how many bytes of weight rows' worth of activations [`matmat`] keeps in cache at
+/// once (activations take about twice the bytes of 4-bit weights).
+const MATMAT_ACTIVATION_BYTES: usize = 128 << 10;

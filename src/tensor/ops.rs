@@ -88,14 +88,19 @@ pub struct MatvecScratch {
     activation: crate::quant::Activation,
     /// Kernel threads; `None` runs on the calling thread.
     pool: Option<Arc<ThreadPool>>,
+    /// [`matmat`]: each vector prepared as the weight type's activation type.
+    batch: Vec<crate::quant::Activation>,
+    /// [`matmat`]: results row-major by weight row (`rows x vectors`), so each thread's chunk
+    /// of rows is one contiguous range.
+    by_row: Vec<f32>,
 }
 
 impl MatvecScratch {
     /// Scratch whose products are split over `pool`'s threads when large enough.
     pub fn with_pool(pool: Arc<ThreadPool>) -> Self {
         MatvecScratch {
-            activation: crate::quant::Activation::new(),
             pool: Some(pool),
+            ..Default::default()
         }
     }
 
@@ -135,6 +140,60 @@ pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], scratch: &mut Matvec
             });
         }
         _ => crate::quant::matvec(m.ty, m.data, m.rows, act, out),
+    }
+}
+
+/// `out[t] = m · xs[t]` for `n` vectors: `xs` is `n x m.cols` and `out` is `n x m.rows`, both
+/// row-major. Quantises each vector once and reads each weight row once for all of them
+/// (a prompt's tokens), instead of once per vector; every value is computed exactly as
+/// [`matvec`] computes it, so the results are bit-identical to `n` calls of [`matvec`].
+pub fn matmat(
+    m: MatrixRef<'_>,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+    scratch: &mut MatvecScratch,
+) {
+    debug_assert_eq!(xs.len(), n * m.cols);
+    debug_assert_eq!(out.len(), n * m.rows);
+    if n == 1 {
+        return matvec(m, xs, out, scratch);
+    }
+    if n == 0 {
+        return;
+    }
+    if scratch.batch.len() < n {
+        scratch.batch.resize_with(n, Default::default);
+    }
+    let acts = &mut scratch.batch[..n];
+    for (a, x) in acts.iter_mut().zip(xs.chunks_exact(m.cols.max(1))) {
+        if a.prepare(m.ty, x).is_err() {
+            out.fill(f32::NAN);
+            return;
+        }
+    }
+    let acts = &scratch.batch[..n];
+    let by_row = &mut scratch.by_row;
+    if by_row.len() < m.rows * n {
+        by_row.resize(m.rows * n, 0.0);
+    }
+    let by_row = &mut by_row[..m.rows * n];
+    let rb = m.data.len() / m.rows.max(1);
+    match &scratch.pool {
+        Some(pool) if pool.threads() > 1 && m.data.len() * n >= PARALLEL_MIN_BYTES => {
+            // Each row is now `n` dot products of work, so fewer rows per chunk.
+            let rows = (CHUNK_BYTES / (rb * n).max(1)).max(4);
+            pool.for_each_chunk(by_row, rows * n, &|start, o| {
+                let (r0, r1) = (start / n, (start + o.len()) / n);
+                crate::quant::matmat(m.ty, &m.data[r0 * rb..r1 * rb], r1 - r0, acts, o);
+            });
+        }
+        _ => crate::quant::matmat(m.ty, m.data, m.rows, acts, by_row),
+    }
+    for (r, vals) in by_row.chunks_exact(n).enumerate() {
+        for (t, &v) in vals.iter().enumerate() {
+            out[t * m.rows + r] = v;
+        }
     }
 }
 
