@@ -33,6 +33,7 @@ fn packed(family: &str) -> PathBuf {
             matrix_type: Some(GgmlType::F32),
             expert_types: None,
             progress: false,
+            ..Default::default()
         };
         convert(&fixture(family).join("hf"), &out, &opts).unwrap();
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use edgemoe::convert::{convert, ConvertOptions};
+use edgemoe::convert::{convert, ConvertOptions, ATTENTION_PATTERN, EXPERT_PATTERN};
 use std::sync::Arc;
 
 use edgemoe::engine::generate::{generate, GenerateParams};
@@ -64,6 +64,9 @@ struct ModelArgs {
     /// Layers of router look-ahead used to preload experts (0: off).
     #[arg(long, default_value_t = 1)]
     lookahead: usize,
+    /// Kernel threads (0: one per physical core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
     /// Set by the command: tokens of KV cache the budget reserves.
     #[arg(skip)]
     context_length: Option<usize>,
@@ -95,6 +98,7 @@ impl ModelArgs {
             LoadOptions {
                 memory_budget,
                 backend,
+                threads: self.threads,
                 context_length: self.context_length,
                 ..Default::default()
             },
@@ -359,10 +363,20 @@ struct ConvertArgs {
     /// Output GGUF file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Type of weight matrices: f32, f16, bf16 (norms, biases and routers stay f32).
-    /// Default: f16 for checkpoints, unchanged for GGUF input.
+    /// Type of weight matrices: f32, f16, bf16, q8_0, q4_k, ... (norms, biases and routers
+    /// stay f32). Default: f16 for checkpoints, unchanged for GGUF input.
     #[arg(long = "type")]
     ty: Option<String>,
+    /// Type of the tensors whose output name matches a glob, e.g. `blk.*.attn_*=q8_0`,
+    /// `blk.*.ffn_down.*.weight=q6_k`, `output.weight=q8_0` (repeatable; the last match wins).
+    #[arg(long = "override", value_name = "PATTERN=TYPE")]
+    overrides: Vec<String>,
+    /// Type of attention matrices (shorthand for --override 'blk.*.attn_*=T').
+    #[arg(long)]
+    attn_type: Option<String>,
+    /// Type of routed expert matrices (shorthand for --override 'blk.*.ffn_*.*.weight=T').
+    #[arg(long)]
+    expert_type: Option<String>,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -415,13 +429,15 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
         .map(human)
         .unwrap_or_else(|| "n/a".into());
     eprintln!(
-        "prompt {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | peak memory {} | experts {}",
+        "prompt {} tokens {:.1} tok/s | decode {} tokens {:.1} tok/s | peak memory {} | experts {} | {} threads, {} kernels",
         stats.prompt_tokens,
         stats.prompt_tokens_per_second(),
         stats.generated_tokens,
         stats.decode_tokens_per_second(),
         peak,
         model.experts.name(),
+        model.thread_pool().threads(),
+        edgemoe::quant::kernel_name(),
     );
     if a.stats {
         let p = session.prediction_stats();
@@ -487,9 +503,23 @@ fn run_perplexity(mut a: PerplexityArgs) -> edgemoe::Result<()> {
 }
 
 fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
+    let mut overrides = Vec::new();
+    if let Some(t) = &a.attn_type {
+        overrides.push((ATTENTION_PATTERN.to_string(), GgmlType::from_name(t)?));
+    }
+    if let Some(t) = &a.expert_type {
+        overrides.push((EXPERT_PATTERN.to_string(), GgmlType::from_name(t)?));
+    }
+    for o in &a.overrides {
+        let (pattern, ty) = o.rsplit_once('=').ok_or_else(|| {
+            edgemoe::Error::InvalidArgument(format!("--override `{o}` is not PATTERN=TYPE"))
+        })?;
+        overrides.push((pattern.to_string(), GgmlType::from_name(ty)?));
+    }
     let opts = ConvertOptions {
         matrix_type: a.ty.as_deref().map(GgmlType::from_name).transpose()?,
         expert_types: None,
+        overrides,
         progress: !a.quiet,
     };
     let report = convert(&a.input, &a.output, &opts)?;

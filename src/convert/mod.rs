@@ -29,6 +29,12 @@ pub struct ConvertOptions {
     pub matrix_type: Option<GgmlType>,
     /// Overrides for expert matrices: `expert_types[layer][expert]`.
     pub expert_types: Option<Vec<Vec<GgmlType>>>,
+    /// Types by tensor name: `(glob, type)` pairs matched against the names written (the
+    /// packed layout's: `blk.0.attn_q.weight`, `blk.0.ffn_gate.3.weight`, `output.weight`).
+    /// `*` matches any run of characters, `?` one. The last matching pair wins; they apply to
+    /// matrices (not norms, biases or routers) and yield to `expert_types`. A pattern that
+    /// matches no matrix is an error (a typo would otherwise go unnoticed).
+    pub overrides: Vec<(String, GgmlType)>,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -38,6 +44,7 @@ impl Default for ConvertOptions {
         ConvertOptions {
             matrix_type: None,
             expert_types: None,
+            overrides: Vec::new(),
             progress: true,
         }
     }
@@ -88,26 +95,62 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
     }
 }
 
+/// Pattern for `--expert-type`: every routed expert matrix of the packed layout.
+pub const EXPERT_PATTERN: &str = "blk.*.ffn_*.*.weight";
+/// Pattern for `--attn-type`: every attention matrix.
+pub const ATTENTION_PATTERN: &str = "blk.*.attn_*";
+
+/// Whether `name` matches the glob `pattern` (`*`: any run of characters, `?`: one).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was, and how much of `name` it has taken so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
 /// The type a tensor of `role` is stored as, falling back to a float type when its rows are
 /// not a whole number of quantisation blocks.
 fn target_type(
+    name: &str,
     role: Role,
     dims: &[u64],
-    source: GgmlType,
     opts: &ConvertOptions,
     keep_source: GgmlType,
 ) -> GgmlType {
+    let by_name = || {
+        opts.overrides
+            .iter()
+            .rev()
+            .find(|(p, _)| glob_match(p, name))
+            .map(|&(_, t)| t)
+    };
     let wanted = match role {
         Role::Small => return GgmlType::F32,
-        Role::Matrix => opts.matrix_type.unwrap_or(keep_source),
+        Role::Matrix => by_name().or(opts.matrix_type).unwrap_or(keep_source),
         Role::Expert(l, e) => opts
             .expert_types
             .as_ref()
             .and_then(|t| t.get(l).and_then(|r| r.get(e)).copied())
+            .or_else(by_name)
             .or(opts.matrix_type)
             .unwrap_or(keep_source),
     };
-    let _ = source;
     if dims[0] % wanted.block_len() as u64 != 0 {
         GgmlType::F16
     } else {
@@ -132,6 +175,16 @@ fn write(
     ));
     metadata.retain(|(k, _)| !meta.iter().any(|(m, _)| m == k));
     meta.extend(metadata);
+    for (pattern, _) in &opts.overrides {
+        let used = plan
+            .iter()
+            .any(|p| p.role != Role::Small && glob_match(pattern, &p.name));
+        if !used {
+            return Err(Error::InvalidArgument(format!(
+                "type override `{pattern}` matches no weight matrix (names look like blk.0.attn_q.weight, blk.0.ffn_up.3.weight, output.weight)"
+            )));
+        }
+    }
     let types: Vec<GgmlType> = plan
         .iter()
         .map(|p| {
@@ -140,7 +193,7 @@ fn write(
             } else {
                 GgmlType::F16
             };
-            target_type(p.role, &p.dims, p.source_type, opts, keep)
+            target_type(&p.name, p.role, &p.dims, opts, keep)
         })
         .collect();
     let specs: Vec<TensorSpec> = plan
@@ -224,4 +277,26 @@ fn encode_rows(ty: GgmlType, values: &[f32], row_len: usize) -> Result<Vec<u8>> 
         crate::quant::quantize(ty, src, dst)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("blk.*.attn_*", "blk.12.attn_q.weight"));
+        assert!(glob_match(super::EXPERT_PATTERN, "blk.3.ffn_down.7.weight"));
+        assert!(!glob_match(
+            super::EXPERT_PATTERN,
+            "blk.3.ffn_down_shexp.weight"
+        ));
+        assert!(!glob_match(super::EXPERT_PATTERN, "blk.3.ffn_norm.weight"));
+        assert!(glob_match("output.weight", "output.weight"));
+        assert!(glob_match("blk.?.attn_v*", "blk.4.attn_v.weight"));
+        assert!(!glob_match("blk.?.attn_v*", "blk.14.attn_v.weight"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("a*b", "acbd"));
+        assert!(glob_match("a*b*", "acbd"));
+    }
 }

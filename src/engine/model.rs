@@ -8,7 +8,7 @@ use super::arch::QkNorm;
 use super::config::ModelConfig;
 use super::experts::{ExpertDirectory, ExpertSource, ResidentExperts};
 use crate::format::{GgufFile, TensorInfo};
-use crate::tensor::{ops, Matrix};
+use crate::tensor::{ops, Matrix, ThreadPool};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -57,6 +57,8 @@ pub struct Model {
     tokenizer: std::result::Result<Tokenizer, String>,
     streamed: Option<Arc<crate::stream::StreamedExperts>>,
     budget: Option<BudgetPlan>,
+    /// Kernel threads, shared by the model's sessions.
+    pool: Arc<ThreadPool>,
 }
 
 /// Where experts are served from.
@@ -80,7 +82,8 @@ pub struct LoadOptions<'a> {
     /// Bytes the model may use in all; `None` for no limit.
     pub memory_budget: Option<u64>,
     pub backend: Backend,
-    /// Kernel threads; 0 for the default.
+    /// Kernel threads, the calling thread included; 0 for the default (the number of
+    /// physical cores, see [`crate::tensor::pool::default_threads`]).
     pub threads: usize,
     /// Lock the expert pool in memory where the OS allows.
     pub mlock: bool,
@@ -157,10 +160,15 @@ impl BudgetPlan {
         let ctx = context_length.unwrap_or(c.context_length.min(2048));
         let kv_cache = 2 * (c.n_layers * ctx * c.n_kv_heads * c.head_dim * 4) as u64;
         // Logits, per-token buffers of a prompt batch (hidden state, its norm, each token's
-        // expert outputs), attention scores, plus 1 MiB for the rest.
+        // expert outputs, q/k/v, attention output and its projection, router logits, the
+        // batched products' results and prepared activations), expert FFN buffers of one
+        // token group, attention scores, plus 1 MiB for the rest.
         let batch = ctx.min(512);
-        let scratch =
-            (1 << 20) + 4 * (2 * c.vocab + batch * (2 + c.n_experts_used) * c.hidden + ctx) as u64;
+        let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let per_token = (4 + c.n_experts_used) * c.hidden + 3 * q_dim + 2 * kv_dim + c.n_experts;
+        let ffn_group =
+            super::session::FFN_GROUP * (3 * c.expert_ffn.max(c.shared_ffn) + 2 * c.hidden);
+        let scratch = (1 << 20) + 4 * (2 * c.vocab + batch * per_token + ffn_group + ctx) as u64;
         let slot = crate::stream::slot_bytes(directory);
         let min_pool = crate::stream::min_pool_bytes(directory, c.n_experts_used);
         let max_pool = slot * (c.n_layers * c.n_experts) as u64;
@@ -354,7 +362,9 @@ impl Model {
         };
         let Some(kind) = stream_kind else {
             let experts = Box::new(ResidentExperts::new(file.clone(), directory.clone()));
-            return Self::build(file, config, directory, experts, opts.progress.take());
+            let mut model = Self::build(file, config, directory, experts, opts.progress.take())?;
+            model.pool = Arc::new(ThreadPool::new(opts.threads));
+            return Ok(model);
         };
         let budget = opts.memory_budget.unwrap_or(u64::MAX / 4);
         let plan = BudgetPlan::new(&file, &config, &directory, budget, opts.context_length)?;
@@ -383,6 +393,7 @@ impl Model {
         model.file.release_pages();
         model.streamed = Some(streamed);
         model.budget = Some(plan);
+        model.pool = Arc::new(ThreadPool::new(opts.threads));
         Ok(model)
     }
 
@@ -415,14 +426,28 @@ impl Model {
         streamed.set_pool_bytes(plan.pool.min(streamed.max_pool_bytes()))
     }
 
-    /// Builds a model around an expert source of the caller's choosing.
+    /// Kernel threads shared by this model's sessions.
+    pub fn thread_pool(&self) -> &Arc<ThreadPool> {
+        &self.pool
+    }
+
+    /// Replaces the kernel threads (0: the default count). Sessions made before keep the
+    /// pool they started with.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.pool = Arc::new(ThreadPool::new(threads));
+    }
+
+    /// Builds a model around an expert source of the caller's choosing (kernel threads: the
+    /// default count).
     pub fn from_parts(
         file: Arc<GgufFile>,
         config: ModelConfig,
         directory: Arc<ExpertDirectory>,
         experts: Box<dyn ExpertSource>,
     ) -> Result<Model> {
-        Self::build(file, config, directory, experts, None)
+        let mut model = Self::build(file, config, directory, experts, None)?;
+        model.pool = Arc::new(ThreadPool::new(0));
+        Ok(model)
     }
 
     fn build(
@@ -513,6 +538,7 @@ impl Model {
             tokenizer,
             streamed: None,
             budget: None,
+            pool: Arc::new(ThreadPool::single()),
         })
     }
 

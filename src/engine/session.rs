@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::arch::{QkNorm, RopeStyle};
 use super::model::Model;
-use crate::tensor::ops::{self, matvec, MatvecScratch};
+use crate::tensor::ops::{self, matmat, MatvecScratch};
 use crate::{Error, Result};
 
 /// The router's decision for one token in one layer.
@@ -58,16 +58,30 @@ struct Scratch {
     x: Vec<f32>,
     h: Vec<f32>,
     q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
     attn: Vec<f32>,
     proj: Vec<f32>,
     scores: Vec<f32>,
     expert_out: Vec<f32>,
+    /// Inputs of the tokens routed to one expert, gathered for a batched product.
+    gathered: Vec<f32>,
     ffn_a: Vec<f32>,
     ffn_b: Vec<f32>,
     router: Vec<f32>,
+    router_logits: Vec<f32>,
     routes: Vec<Routing>,
+    used: Vec<usize>,
+    /// `(token, slot)` pairs routed to the expert being computed.
+    assigned: Vec<(usize, usize)>,
+    top: Vec<usize>,
+    predicted_set: Vec<usize>,
     matvec: MatvecScratch,
 }
+
+/// Tokens an expert FFN processes at once in a prompt batch: each weight row is read once per
+/// group, and the group's intermediate activations (`group x ffn`) stay small.
+pub(crate) const FFN_GROUP: usize = 64;
 
 fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     if v.len() < n {
@@ -163,13 +177,17 @@ impl Session {
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / hd as f32))
             .collect();
+        let pool = model.thread_pool().clone();
         Ok(Session {
             model,
             cache,
             capacity,
             position: 0,
             logits: Vec::new(),
-            scratch: Scratch::default(),
+            scratch: Scratch {
+                matvec: MatvecScratch::with_pool(pool),
+                ..Scratch::default()
+            },
             inv_freq,
             observer: None,
             lookahead: 0,
@@ -318,21 +336,24 @@ impl Session {
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut s = std::mem::take(&mut self.scratch);
-        let hbuf = grow(&mut s.h, h);
-        let q = grow(&mut s.q, q_dim);
-        let mut k = vec![0f32; 0];
-        k.resize(kv_dim, 0.0);
-        let mut v = vec![0f32; kv_dim];
-        let attn = grow(&mut s.attn, q_dim);
-        let proj = grow(&mut s.proj, h);
+        // Projections of every token at once: each weight row is read once per batch.
+        let hbuf = grow(&mut s.h, n * h);
+        for (xt, ht) in x.chunks_exact(h).zip(hbuf.chunks_exact_mut(h)) {
+            ops::rms_norm(xt, &w.attn_norm, c.norm_eps, ht);
+        }
+        let q = grow(&mut s.q, n * q_dim);
+        let k = grow(&mut s.k, n * kv_dim);
+        let v = grow(&mut s.v, n * kv_dim);
+        matmat(w.wq.as_ref(), hbuf, n, q, &mut s.matvec);
+        matmat(w.wk.as_ref(), hbuf, n, k, &mut s.matvec);
+        matmat(w.wv.as_ref(), hbuf, n, v, &mut s.matvec);
+        let attn = grow(&mut s.attn, n * q_dim);
         for t in 0..n {
             let pos = self.position + t;
-            let xt = &mut x[t * h..(t + 1) * h];
-            ops::rms_norm(xt, &w.attn_norm, c.norm_eps, hbuf);
-            matvec(w.wq.as_ref(), hbuf, q, &mut s.matvec);
-            matvec(w.wk.as_ref(), hbuf, &mut k, &mut s.matvec);
-            matvec(w.wv.as_ref(), hbuf, &mut v, &mut s.matvec);
-            for (dst, b) in [(&mut *q, &w.bq), (&mut k[..], &w.bk), (&mut v[..], &w.bv)] {
+            let q = &mut q[t * q_dim..(t + 1) * q_dim];
+            let k = &mut k[t * kv_dim..(t + 1) * kv_dim];
+            let v = &mut v[t * kv_dim..(t + 1) * kv_dim];
+            for (dst, b) in [(&mut *q, &w.bq), (&mut *k, &w.bk), (&mut *v, &w.bv)] {
                 if let Some(b) = b {
                     for (d, bv) in dst.iter_mut().zip(b) {
                         *d += bv;
@@ -343,7 +364,7 @@ impl Session {
                 QkNorm::None => {}
                 QkNorm::Full => {
                     ops::rms_norm_in_place(q, w.q_norm.as_deref().unwrap_or(&[]), c.norm_eps);
-                    ops::rms_norm_in_place(&mut k, w.k_norm.as_deref().unwrap_or(&[]), c.norm_eps);
+                    ops::rms_norm_in_place(k, w.k_norm.as_deref().unwrap_or(&[]), c.norm_eps);
                 }
                 QkNorm::PerHead => {
                     let (qn, kn) = (
@@ -363,9 +384,10 @@ impl Session {
                 self.rope(head, pos, c.family.rope);
             }
             let cache = &mut self.cache[l];
-            cache.k[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&k);
-            cache.v[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&v);
-            // Causal attention over positions 0..=pos.
+            cache.k[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(k);
+            cache.v[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
+            // Causal attention over positions 0..=pos (later tokens of the batch are not in
+            // the cache yet).
             let scores = grow(&mut s.scores, pos + 1);
             for head in 0..c.n_heads {
                 let kvh = head / group;
@@ -375,17 +397,18 @@ impl Session {
                     *sc = ops::dot(qh, kj) * scale;
                 }
                 ops::softmax(scores);
-                let out = &mut attn[head * hd..(head + 1) * hd];
+                let out = &mut attn[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
                 out.fill(0.0);
                 for (j, &p) in scores.iter().enumerate() {
                     let vj = &cache.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
                     ops::axpy(p, vj, out);
                 }
             }
-            matvec(w.wo.as_ref(), attn, proj, &mut s.matvec);
-            for (xv, pv) in xt.iter_mut().zip(proj.iter()) {
-                *xv += pv;
-            }
+        }
+        let proj = grow(&mut s.proj, n * h);
+        matmat(w.wo.as_ref(), attn, n, proj, &mut s.matvec);
+        for (xv, pv) in x.iter_mut().zip(proj.iter()) {
+            *xv += pv;
         }
         self.scratch = s;
         Ok(())
@@ -399,27 +422,22 @@ impl Session {
         let mut s = std::mem::take(&mut self.scratch);
         let result = (|| {
             // Normalise and route every token.
-            grow(&mut s.h, n * h);
+            let hn = grow(&mut s.h, n * h);
+            for (xt, ht) in x.chunks_exact(h).zip(hn.chunks_exact_mut(h)) {
+                ops::rms_norm(xt, &w.ffn_norm, c.norm_eps, ht);
+            }
+            let logits = grow(&mut s.router_logits, n * c.n_experts);
+            matmat(w.router.as_ref(), hn, n, logits, &mut s.matvec);
             s.routes.resize_with(n, || Routing {
                 experts: Vec::new(),
                 weights: Vec::new(),
                 logits: Vec::new(),
             });
             for t in 0..n {
-                ops::rms_norm(
-                    &x[t * h..(t + 1) * h],
-                    &w.ffn_norm,
-                    c.norm_eps,
-                    &mut s.h[t * h..(t + 1) * h],
-                );
                 let r = &mut s.routes[t];
-                r.logits.resize(c.n_experts, 0.0);
-                matvec(
-                    w.router.as_ref(),
-                    &s.h[t * h..(t + 1) * h],
-                    &mut r.logits,
-                    &mut s.matvec,
-                );
+                r.logits.clear();
+                r.logits
+                    .extend_from_slice(&logits[t * c.n_experts..(t + 1) * c.n_experts]);
                 let probs = grow(&mut s.router, c.n_experts);
                 probs.copy_from_slice(&r.logits);
                 ops::softmax(probs);
@@ -435,40 +453,50 @@ impl Session {
                 }
             }
             // Each used expert once, applied to every token routed to it.
-            let mut used: Vec<usize> = s.routes[..n]
-                .iter()
-                .flat_map(|r| r.experts.iter().copied())
-                .collect();
+            let mut used = std::mem::take(&mut s.used);
+            used.clear();
+            used.extend(s.routes[..n].iter().flat_map(|r| r.experts.iter().copied()));
             used.sort_unstable();
             used.dedup();
             model.experts.prefetch(l, &used);
             self.check_prediction(l, &used);
-            self.look_ahead(model, l, x, n);
+            self.look_ahead(model, l, x, n, &mut s);
             grow(&mut s.expert_out, n * k * h);
-            grow(&mut s.ffn_a, c.expert_ffn.max(c.shared_ffn));
-            grow(&mut s.ffn_b, c.expert_ffn.max(c.shared_ffn));
             // Experts already in memory first, while the misses are read. Outputs are summed
             // in router order below, so the order of computation does not change the result.
             used.sort_by_key(|&e| !model.experts.is_ready(l, e));
+            let ffn = c.expert_ffn;
             for &e in &used {
                 let view = model.experts.get_or_cancel(l, e, &self.cancel)?;
-                for t in 0..n {
-                    let Some(slot) = s.routes[t].experts.iter().position(|&x| x == e) else {
-                        continue;
-                    };
-                    let ht = &s.h[t * h..(t + 1) * h];
-                    let a = &mut s.ffn_a[..c.expert_ffn];
-                    let b = &mut s.ffn_b[..c.expert_ffn];
-                    matvec(view.gate, ht, a, &mut s.matvec);
-                    matvec(view.up, ht, b, &mut s.matvec);
+                s.assigned.clear();
+                for (t, r) in s.routes[..n].iter().enumerate() {
+                    if let Some(slot) = r.experts.iter().position(|&x| x == e) {
+                        s.assigned.push((t, slot));
+                    }
+                }
+                for part in s.assigned.chunks(FFN_GROUP) {
+                    let g = part.len();
+                    let inputs = grow(&mut s.gathered, g * h);
+                    for (dst, &(t, _)) in inputs.chunks_exact_mut(h).zip(part) {
+                        dst.copy_from_slice(&s.h[t * h..(t + 1) * h]);
+                    }
+                    let a = grow(&mut s.ffn_a, g * ffn);
+                    let b = grow(&mut s.ffn_b, g * ffn);
+                    matmat(view.gate, inputs, g, a, &mut s.matvec);
+                    matmat(view.up, inputs, g, b, &mut s.matvec);
                     for (av, bv) in a.iter_mut().zip(b.iter()) {
                         *av = ops::silu(*av) * bv;
                     }
-                    let out = &mut s.expert_out[(t * k + slot) * h..(t * k + slot + 1) * h];
-                    matvec(view.down, a, out, &mut s.matvec);
+                    // The gathered inputs are no longer needed: reuse them for the outputs.
+                    matmat(view.down, a, g, inputs, &mut s.matvec);
+                    for (out, &(t, slot)) in inputs.chunks_exact(h).zip(part) {
+                        s.expert_out[(t * k + slot) * h..(t * k + slot + 1) * h]
+                            .copy_from_slice(out);
+                    }
                 }
             }
-            // Weighted sum in router order, then the shared expert.
+            s.used = used;
+            // Weighted sum in router order.
             for t in 0..n {
                 let xt = &mut x[t * h..(t + 1) * h];
                 let r = &s.routes[t];
@@ -479,20 +507,27 @@ impl Session {
                         xt,
                     );
                 }
-                if let Some(sh) = &w.shared {
-                    let ht = &s.h[t * h..(t + 1) * h];
-                    let a = &mut s.ffn_a[..c.shared_ffn];
-                    let b = &mut s.ffn_b[..c.shared_ffn];
-                    matvec(sh.gate.as_ref(), ht, a, &mut s.matvec);
-                    matvec(sh.up.as_ref(), ht, b, &mut s.matvec);
+            }
+            // Then the shared expert, over every token.
+            if let Some(sh) = &w.shared {
+                let sf = c.shared_ffn;
+                for t0 in (0..n).step_by(FFN_GROUP) {
+                    let g = FFN_GROUP.min(n - t0);
+                    let ht = &s.h[t0 * h..(t0 + g) * h];
+                    let a = grow(&mut s.ffn_a, g * sf);
+                    let b = grow(&mut s.ffn_b, g * sf);
+                    matmat(sh.gate.as_ref(), ht, g, a, &mut s.matvec);
+                    matmat(sh.up.as_ref(), ht, g, b, &mut s.matvec);
                     for (av, bv) in a.iter_mut().zip(b.iter()) {
                         *av = ops::silu(*av) * bv;
                     }
-                    let out = grow(&mut s.proj, h);
-                    matvec(sh.down.as_ref(), a, out, &mut s.matvec);
-                    let mut g = [0f32];
-                    matvec(sh.gate_inp.as_ref(), ht, &mut g, &mut s.matvec);
-                    ops::axpy(ops::sigmoid(g[0]), out, xt);
+                    let out = grow(&mut s.proj, g * h);
+                    matmat(sh.down.as_ref(), a, g, out, &mut s.matvec);
+                    let gates = grow(&mut s.router, g);
+                    matmat(sh.gate_inp.as_ref(), ht, g, gates, &mut s.matvec);
+                    for (i, xt) in x[t0 * h..(t0 + g) * h].chunks_exact_mut(h).enumerate() {
+                        ops::axpy(ops::sigmoid(gates[i]), &out[i * h..(i + 1) * h], xt);
+                    }
                 }
             }
             Ok(())
@@ -515,31 +550,29 @@ impl Session {
 
     /// Applies the routers of the next `lookahead` layers to the hidden state entering this
     /// layer's experts, and preloads the experts they choose.
-    fn look_ahead(&mut self, model: &Model, l: usize, x: &[f32], n: usize) {
+    fn look_ahead(&mut self, model: &Model, l: usize, x: &[f32], n: usize, s: &mut Scratch) {
         let c = &model.config;
         let h = c.hidden;
-        let mut hbuf = vec![0f32; h];
-        let mut logits = vec![0f32; c.n_experts];
-        let mut top = Vec::new();
         for m in l + 1..(l + 1 + self.lookahead).min(c.n_layers) {
             let w = &model.layers[m];
-            let mut set: Vec<usize> = Vec::new();
-            for t in 0..n {
-                ops::rms_norm(&x[t * h..(t + 1) * h], &w.ffn_norm, c.norm_eps, &mut hbuf);
-                matvec(
-                    w.router.as_ref(),
-                    &hbuf,
-                    &mut logits,
-                    &mut self.scratch.matvec,
-                );
-                select_top_k(&logits, c.n_experts_used, &mut top);
-                set.extend_from_slice(&top);
+            // `s.gathered` is free until the experts run.
+            let hn = grow(&mut s.gathered, n * h);
+            for (xt, ht) in x.chunks_exact(h).zip(hn.chunks_exact_mut(h)) {
+                ops::rms_norm(xt, &w.ffn_norm, c.norm_eps, ht);
+            }
+            let logits = grow(&mut s.router_logits, n * c.n_experts);
+            matmat(w.router.as_ref(), hn, n, logits, &mut s.matvec);
+            let set = &mut s.predicted_set;
+            set.clear();
+            for lt in logits.chunks_exact(c.n_experts) {
+                select_top_k(lt, c.n_experts_used, &mut s.top);
+                set.extend_from_slice(&s.top);
             }
             set.sort_unstable();
             set.dedup();
-            model.experts.prefetch(m, &set);
+            model.experts.prefetch(m, set);
             let slot = &mut self.predicted[m];
-            slot.extend_from_slice(&set);
+            slot.extend_from_slice(set);
             slot.sort_unstable();
             slot.dedup();
         }
@@ -548,27 +581,24 @@ impl Session {
     fn output(&mut self, model: &Model, x: &[f32], n: usize, all_logits: bool) {
         let c = &model.config;
         let h = c.hidden;
-        let rows: Vec<usize> = if all_logits {
-            (0..n).collect()
-        } else {
-            vec![n - 1]
-        };
-        self.logits.resize(rows.len() * c.vocab, 0.0);
-        let mut hbuf = vec![0f32; h];
-        for (i, &t) in rows.iter().enumerate() {
-            ops::rms_norm(
-                &x[t * h..(t + 1) * h],
-                &model.output_norm,
-                c.norm_eps,
-                &mut hbuf,
-            );
-            matvec(
-                model.output_matrix().as_ref(),
-                &hbuf,
-                &mut self.logits[i * c.vocab..(i + 1) * c.vocab],
-                &mut self.scratch.matvec,
-            );
+        let first = if all_logits { 0 } else { n - 1 };
+        let rows = n - first;
+        self.logits.resize(rows * c.vocab, 0.0);
+        let s = &mut self.scratch;
+        let hn = grow(&mut s.h, rows * h);
+        for (xt, ht) in x[first * h..n * h]
+            .chunks_exact(h)
+            .zip(hn.chunks_exact_mut(h))
+        {
+            ops::rms_norm(xt, &model.output_norm, c.norm_eps, ht);
         }
+        matmat(
+            model.output_matrix().as_ref(),
+            hn,
+            rows,
+            &mut self.logits,
+            &mut s.matvec,
+        );
     }
 }
 

@@ -10,9 +10,9 @@
 //!   Q4_1/Q5_1, Q8_K for the K-quants; float weights keep an f32 copy) and the
 //!   dot products run on integers.
 //!
-//! The dot products have SIMD versions (AVX2+FMA+F16C on x86_64, NEON on
-//! aarch64) chosen at run time; `EDGEMOE_FORCE_SCALAR=1` forces the portable
-//! scalar code. Results are deterministic: the same inputs give the same bits
+//! The dot products have SIMD versions (AVX-512 with VNNI or AVX2+FMA+F16C on
+//! x86_64, NEON on aarch64) chosen at run time; `EDGEMOE_FORCE_SCALAR=1` forces
+//! the portable scalar code and `EDGEMOE_FORCE_AVX2=1` caps x86_64 at AVX2. Results are deterministic: the same inputs give the same bits
 //! on a given machine whatever thread computes them. The K-quant SIMD kernels
 //! give exactly the scalar result (integer sums per super-block); the float and
 //! legacy-format kernels differ from the scalar ones only in summation order.
@@ -22,6 +22,12 @@ mod reference;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+// Needs Rust 1.89 (stable AVX-512 intrinsics), newer than the crate's minimum: build.rs sets
+// `edgemoe_avx512` only for such compilers, which is what makes the lint's concern moot.
+#[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+#[allow(clippy::incompatible_msrv)]
+mod avx512;
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -255,24 +261,44 @@ pub(crate) enum Level {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512 F/BW/VL + VNNI (on top of AVX2): the types in `avx512.rs`, AVX2 for the rest.
+    #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+    Avx512,
     #[cfg(target_arch = "aarch64")]
     Neon,
 }
 
-/// Whether a value of `EDGEMOE_FORCE_SCALAR` asks for the scalar kernels:
+/// Whether a value of `EDGEMOE_FORCE_SCALAR` (or `EDGEMOE_FORCE_AVX2`) asks for it:
 /// anything but unset, empty or `0`.
 fn force_scalar(value: Option<&str>) -> bool {
     value.is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// The level to use: the best one detected, unless `EDGEMOE_FORCE_SCALAR` asks for the
+/// portable code or `EDGEMOE_FORCE_AVX2` caps x86_64 at AVX2 (so both SIMD paths can be
+/// exercised on one machine).
 fn detect() -> Level {
-    if force_scalar(std::env::var("EDGEMOE_FORCE_SCALAR").ok().as_deref()) {
-        return Level::Scalar;
-    }
-    best_level()
+    let env = |k: &str| std::env::var(k).ok();
+    choose(
+        best_level(),
+        force_scalar(env("EDGEMOE_FORCE_SCALAR").as_deref()),
+        force_scalar(env("EDGEMOE_FORCE_AVX2").as_deref()),
+    )
 }
 
-/// The best level this CPU supports, ignoring `EDGEMOE_FORCE_SCALAR`.
+fn choose(best: Level, scalar: bool, avx2: bool) -> Level {
+    if scalar {
+        return Level::Scalar;
+    }
+    #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+    if avx2 && best == Level::Avx512 {
+        return Level::Avx2;
+    }
+    let _ = avx2;
+    best
+}
+
+/// The best level this CPU supports, ignoring the environment.
 pub(crate) fn best_level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
@@ -280,6 +306,14 @@ pub(crate) fn best_level() -> Level {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
         {
+            #[cfg(edgemoe_avx512)]
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Level::Avx512;
+            }
             return Level::Avx2;
         }
     }
@@ -292,17 +326,32 @@ pub(crate) fn best_level() -> Level {
     Level::Scalar
 }
 
+/// Every SIMD level this CPU supports (for tests: each is checked against the scalar code).
+#[cfg(test)]
+pub(crate) fn supported_levels() -> Vec<Level> {
+    let best = best_level();
+    let mut levels = vec![best];
+    #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+    if best == Level::Avx512 {
+        levels.push(Level::Avx2);
+    }
+    levels.retain(|&l| l != Level::Scalar);
+    levels
+}
+
 fn level() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
     *LEVEL.get_or_init(detect)
 }
 
-/// Name of the dot-product kernels in use: `"avx2"`, `"neon"` or `"scalar"`.
+/// Name of the dot-product kernels in use: `"avx512"`, `"avx2"`, `"neon"` or `"scalar"`.
 pub fn kernel_name() -> &'static str {
     match level() {
         Level::Scalar => "scalar",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => "avx2",
+        #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+        Level::Avx512 => "avx512",
         #[cfg(target_arch = "aarch64")]
         Level::Neon => "neon",
     }
@@ -319,6 +368,12 @@ pub(crate) type DotFn = unsafe fn(&[u8], &Activation) -> f32;
 /// The kernel for `weight_type` at `level`.
 pub(crate) fn kernel(weight_type: GgmlType, level: Level) -> DotFn {
     match level {
+        #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+        Level::Avx512 => {
+            if let Some(f) = avx512::kernel(weight_type).or_else(|| x86::kernel(weight_type)) {
+                return f;
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => {
             if let Some(f) = x86::kernel(weight_type) {
@@ -411,3 +466,62 @@ pub fn matvec(
         *o = unsafe { f(row, act) };
     }
 }
+
+/// `out[r * acts.len() + t] = dot(row r, acts[t])` for `rows` rows of `weight_type` laid out
+/// back to back in `weights`: one matrix times several prepared vectors, each row read once
+/// for all of them. Every value is computed by the same kernel as [`matvec`] computes it, so
+/// the results are bit-identical to one `matvec` per vector. Bad shapes are a caller bug
+/// (debug assertion); release builds then fill `out` with NaN.
+pub fn matmat(
+    weight_type: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    acts: &[Activation],
+    out: &mut [f32],
+) {
+    let n = acts.len();
+    let Some(first) = acts.first() else {
+        return;
+    };
+    let bl = weight_type.block_len();
+    let rb = first.n / bl * weight_type.block_bytes();
+    let ok = acts
+        .iter()
+        .all(|a| a.kind == vec_dot_type(weight_type) && a.n == first.n)
+        && first.n % bl == 0
+        && rows.checked_mul(rb) == Some(weights.len())
+        && rows.checked_mul(n).is_some_and(|len| out.len() >= len);
+    if !ok {
+        debug_assert!(
+            false,
+            "matmat: {} x {rows} rows in {} bytes, {n} activations, out {}",
+            weight_type,
+            weights.len(),
+            out.len()
+        );
+        out.fill(f32::NAN);
+        return;
+    }
+    if rb == 0 {
+        out[..rows * n].fill(0.0);
+        return;
+    }
+    let f = kernel(weight_type, level());
+    // Vectors in groups whose prepared activations stay in the L2 cache with a few rows.
+    let group = (MATMAT_ACTIVATION_BYTES / rb.max(1)).clamp(1, n);
+    for t0 in (0..n).step_by(group) {
+        let t1 = (t0 + group).min(n);
+        for (r, row) in weights.chunks_exact(rb).enumerate() {
+            let o = &mut out[r * n + t0..r * n + t1];
+            for (o, act) in o.iter_mut().zip(&acts[t0..t1]) {
+                // SAFETY: every row is exactly `rb` bytes, which matches every activation
+                // (checked above); the kernel's instruction set was detected by `level()`.
+                *o = unsafe { f(row, act) };
+            }
+        }
+    }
+}
+
+/// About how many bytes of weight rows' worth of activations [`matmat`] keeps in cache at
+/// once (activations take about twice the bytes of 4-bit weights).
+const MATMAT_ACTIVATION_BYTES: usize = 128 << 10;

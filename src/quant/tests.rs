@@ -139,7 +139,12 @@ fn check_close(ty: GgmlType, simd: f32, scalar: f32, mag: f64, what: &str) {
 
 #[test]
 fn simd_kernels_match_scalar() {
-    let level = best_level();
+    for level in supported_levels() {
+        simd_level_matches_scalar(level);
+    }
+}
+
+fn simd_level_matches_scalar(level: Level) {
     eprintln!("kernel level under test: {level:?}");
     let mut rng = Rng(0xC0FFEE);
     let mut act = Activation::new();
@@ -165,7 +170,7 @@ fn simd_kernels_match_scalar() {
                         // SAFETY: `row` has `n` elements of `ty`, `act` was
                         // prepared for `ty`, and `best_level` detected the ISA.
                         let (a, b) = unsafe { (simd(row, &act), scalar(row, &act)) };
-                        let what = format!("{ty} n={n} trial {trial} row {r}/{rows}");
+                        let what = format!("{level:?} {ty} n={n} trial {trial} row {r}/{rows}");
                         check_close(ty, a, b, magnitude(ty, row, &act), &what);
                     }
                 }
@@ -203,7 +208,12 @@ fn public_entry_points_use_the_selected_kernel() {
 
 #[test]
 fn simd_kernels_handle_unaligned_rows() {
-    let level = best_level();
+    for level in supported_levels() {
+        unaligned_rows_at(level);
+    }
+}
+
+fn unaligned_rows_at(level: Level) {
     let mut rng = Rng(11);
     let mut act = Activation::new();
     for ty in WEIGHT_TYPES {
@@ -242,4 +252,17 @@ fn force_scalar_values() {
     assert!(!force_scalar(Some("0")));
     assert!(!force_scalar(Some("")));
     assert!(!force_scalar(None));
+}
+
+#[test]
+fn forcing_a_level() {
+    let best = best_level();
+    assert_eq!(choose(best, true, false), Level::Scalar);
+    assert_eq!(choose(best, true, true), Level::Scalar);
+    assert_eq!(choose(best, false, false), best);
+    #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+    {
+        assert_eq!(choose(Level::Avx512, false, true), Level::Avx2);
+        assert_eq!(choose(Level::Avx2, false, true), Level::Avx2);
+    }
 }

@@ -1,7 +1,9 @@
 //! Numeric building blocks of the forward pass. Every function is deterministic: the same
 //! inputs give the same bits, whether a row is computed alone (decode) or in a batch (prompt).
 
-use super::GgmlType;
+use std::sync::Arc;
+
+use super::{GgmlType, ThreadPool};
 use crate::{Error, Result};
 
 /// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty`, back to back.
@@ -68,17 +70,56 @@ pub fn supported(ty: GgmlType) -> bool {
     !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8K)
 }
 
-/// Scratch space for [`matvec`], reused across calls so decoding does not allocate.
+/// Below this much work (bytes of weights times vectors) a product runs on one thread. Waking
+/// a worker and sharing out chunks costs microseconds, and a worker kept spinning between
+/// small products takes a core from everything else: on the bundled demo model (largest
+/// matrix 512 KiB) splitting made decoding slower, on 1-2 MiB expert matrices twice as fast.
+pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// Bytes of weights per unit of work handed to a thread: big enough that taking a chunk from
+/// the shared counter is noise, small enough that threads finish close together.
+const CHUNK_BYTES: usize = 32 << 10;
+
+/// Scratch space and threads for [`matvec`], reused across calls so decoding does not
+/// allocate.
 #[derive(Default)]
 pub struct MatvecScratch {
     /// `x` quantised as the weight type's activation type (ggml's vec_dot_type).
     activation: crate::quant::Activation,
+    /// Kernel threads; `None` runs on the calling thread.
+    pool: Option<Arc<ThreadPool>>,
+    /// [`matmat`]: each vector prepared as the weight type's activation type.
+    batch: Vec<crate::quant::Activation>,
+    /// [`matmat`]: results row-major by weight row (`rows x vectors`), so each thread's chunk
+    /// of rows is one contiguous range.
+    by_row: Vec<f32>,
+}
+
+impl MatvecScratch {
+    /// Scratch whose products are split over `pool`'s threads when large enough.
+    pub fn with_pool(pool: Arc<ThreadPool>) -> Self {
+        MatvecScratch {
+            pool: Some(pool),
+            ..Default::default()
+        }
+    }
+
+    /// Threads products may use.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.threads())
+    }
+}
+
+/// Rows per chunk for a matrix with `row_bytes`-byte rows: a multiple of 16 rows of about
+/// [`CHUNK_BYTES`]. Depends only on the matrix, so the split is the same for any thread count.
+fn chunk_rows(row_bytes: usize) -> usize {
+    (CHUNK_BYTES / row_bytes.max(1)).div_ceil(16).max(1) * 16
 }
 
 /// `out[r] = row r · x` for every row of `m`, with the SIMD kernels of [`crate::quant`]. Float
 /// weights use an f32 dot product; block-quantised weights quantise `x` to 8 bits first and use
 /// integer dot products, as ggml does. Each row's result depends only on that row and `x`, so
-/// results do not depend on batching or on how rows are split.
+/// results do not depend on batching, on threads, or on how rows are split.
 pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], scratch: &mut MatvecScratch) {
     debug_assert_eq!(x.len(), m.cols);
     debug_assert_eq!(out.len(), m.rows);
@@ -87,7 +128,73 @@ pub fn matvec(m: MatrixRef<'_>, x: &[f32], out: &mut [f32], scratch: &mut Matvec
         out.fill(f32::NAN);
         return;
     }
-    crate::quant::matvec(m.ty, m.data, m.rows, &scratch.activation, out);
+    let act = &scratch.activation;
+    match &scratch.pool {
+        Some(pool) if pool.threads() > 1 && m.data.len() >= PARALLEL_MIN_BYTES => {
+            let rb = m.data.len() / m.rows.max(1);
+            let rows = chunk_rows(rb);
+            let out = &mut out[..m.rows];
+            pool.for_each_chunk(out, rows, &|r0, o| {
+                let w = &m.data[r0 * rb..(r0 + o.len()) * rb];
+                crate::quant::matvec(m.ty, w, o.len(), act, o);
+            });
+        }
+        _ => crate::quant::matvec(m.ty, m.data, m.rows, act, out),
+    }
+}
+
+/// `out[t] = m · xs[t]` for `n` vectors: `xs` is `n x m.cols` and `out` is `n x m.rows`, both
+/// row-major. Quantises each vector once and reads each weight row once for all of them
+/// (a prompt's tokens), instead of once per vector; every value is computed exactly as
+/// [`matvec`] computes it, so the results are bit-identical to `n` calls of [`matvec`].
+pub fn matmat(
+    m: MatrixRef<'_>,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+    scratch: &mut MatvecScratch,
+) {
+    debug_assert_eq!(xs.len(), n * m.cols);
+    debug_assert_eq!(out.len(), n * m.rows);
+    if n == 1 {
+        return matvec(m, xs, out, scratch);
+    }
+    if n == 0 {
+        return;
+    }
+    if scratch.batch.len() < n {
+        scratch.batch.resize_with(n, Default::default);
+    }
+    let acts = &mut scratch.batch[..n];
+    for (a, x) in acts.iter_mut().zip(xs.chunks_exact(m.cols.max(1))) {
+        if a.prepare(m.ty, x).is_err() {
+            out.fill(f32::NAN);
+            return;
+        }
+    }
+    let acts = &scratch.batch[..n];
+    let by_row = &mut scratch.by_row;
+    if by_row.len() < m.rows * n {
+        by_row.resize(m.rows * n, 0.0);
+    }
+    let by_row = &mut by_row[..m.rows * n];
+    let rb = m.data.len() / m.rows.max(1);
+    match &scratch.pool {
+        Some(pool) if pool.threads() > 1 && m.data.len() * n >= PARALLEL_MIN_BYTES => {
+            // Each row is now `n` dot products of work, so fewer rows per chunk.
+            let rows = (CHUNK_BYTES / (rb * n).max(1)).max(4);
+            pool.for_each_chunk(by_row, rows * n, &|start, o| {
+                let (r0, r1) = (start / n, (start + o.len()) / n);
+                crate::quant::matmat(m.ty, &m.data[r0 * rb..r1 * rb], r1 - r0, acts, o);
+            });
+        }
+        _ => crate::quant::matmat(m.ty, m.data, m.rows, acts, by_row),
+    }
+    for (r, vals) in by_row.chunks_exact(n).enumerate() {
+        for (t, &v) in vals.iter().enumerate() {
+            out[t * m.rows + r] = v;
+        }
+    }
 }
 
 /// RMS normalisation as Hugging Face computes it: `x / sqrt(mean(x²) + eps) * w`.
