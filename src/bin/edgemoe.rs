@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming it as it is produced.
     Generate(GenerateArgs),
-    /// Measure perplexity on a text file (non-overlapping windows, no BOS).
+    /// Measure perplexity on a text file (sliding window, no BOS), with its standard error.
     Perplexity(PerplexityArgs),
     /// Record which experts a generation uses, layer by layer (JSON), for `replay`.
     Trace(TraceArgs),
@@ -187,19 +187,64 @@ impl GenerateArgs {
     }
 }
 
+/// A text to measure on, and the sliding window to measure with.
 #[derive(Args)]
-struct PerplexityArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+struct TextArgs {
     /// Text file to measure on.
-    #[arg(short, long)]
-    file: PathBuf,
+    #[arg(short = 'f', long, alias = "file")]
+    text: PathBuf,
     /// Use only the last fraction of the file (0.1: the demo model's held-out split).
     #[arg(long, default_value_t = 1.0)]
     tail: f64,
     /// Tokens per window.
-    #[arg(long, default_value_t = 256)]
-    window: usize,
+    #[arg(long, alias = "window", default_value_t = 256)]
+    ctx: usize,
+    /// Tokens the window moves by; each window scores only tokens the previous one did not.
+    /// Default: the window (non-overlapping windows).
+    #[arg(long)]
+    stride: Option<usize>,
+}
+
+impl TextArgs {
+    fn stride(&self) -> usize {
+        self.stride.unwrap_or(self.ctx)
+    }
+
+    /// The text (its last `--tail` fraction), tokenized without BOS.
+    fn tokens(&self, model: &Model) -> edgemoe::Result<Vec<u32>> {
+        let text =
+            std::fs::read_to_string(&self.text).map_err(|e| edgemoe::Error::io(&self.text, e))?;
+        // Split where the demo model's trainer does: by characters, `text[int(0.9 * len):]`.
+        let n_chars = text.chars().count();
+        let skip = (n_chars as f64 * (1.0 - self.tail.clamp(0.0, 1.0))) as usize;
+        let byte_start = text
+            .char_indices()
+            .nth(skip)
+            .map(|(i, _)| i)
+            .unwrap_or(text.len());
+        model.tokenizer()?.encode(&text[byte_start..], false)
+    }
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    text: TextArgs,
+}
+
+/// A progress bar over the windows of a measurement.
+fn window_bar(what: &str, windows: usize) -> ProgressBar {
+    let bar = ProgressBar::new(windows as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{bar:40}}] {{pos}}/{{len}} windows ({{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 #[derive(Args)]
@@ -457,31 +502,19 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
 }
 
 fn run_perplexity(mut a: PerplexityArgs) -> edgemoe::Result<()> {
-    a.model.context_length = Some(a.window);
+    a.model.context_length = Some(a.text.ctx);
     let model = Arc::new(a.model.load()?);
-    let text = std::fs::read_to_string(&a.file).map_err(|e| edgemoe::Error::io(&a.file, e))?;
-    // Split where the demo model's trainer does: by characters, `text[int(0.9 * len):]`.
-    let n_chars = text.chars().count();
-    let skip = (n_chars as f64 * (1.0 - a.tail.clamp(0.0, 1.0))) as usize;
-    let byte_start = text
-        .char_indices()
-        .nth(skip)
-        .map(|(i, _)| i)
-        .unwrap_or(text.len());
-    let ids = model.tokenizer()?.encode(&text[byte_start..], false)?;
-    let bar = ProgressBar::new((ids.len() / a.window) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("perplexity [{bar:40}] {pos}/{len} windows ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let r = perplexity(&model, &ids, a.window, &mut |done, _| {
+    let ids = a.text.tokens(&model)?;
+    let (ctx, stride) = (a.text.ctx, a.text.stride());
+    let windows = edgemoe::engine::perplexity::plan(ids.len(), ctx, stride)?;
+    let bar = window_bar("perplexity", windows.len());
+    let r = perplexity(&model, &ids, ctx, stride, &mut |done, _| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
     println!(
-        "perplexity {:.4} (mean NLL {:.5}) over {} windows of {} tokens, {} predictions",
-        r.perplexity, r.mean_nll, r.windows, a.window, r.predictions
+        "perplexity {:.4} ± {:.4} (mean NLL {:.5} ± {:.5}) over {} windows of {ctx} tokens, stride {stride}, {} predictions",
+        r.perplexity, r.perplexity_std_error, r.mean_nll, r.nll_std_error, r.windows, r.predictions
     );
     Ok(())
 }
