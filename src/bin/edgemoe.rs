@@ -29,6 +29,9 @@ enum Command {
     Generate(GenerateArgs),
     /// Measure perplexity on a text file (sliding window, no BOS), with its standard error.
     Perplexity(PerplexityArgs),
+    /// Compare a model's next-token distributions with a reference model's on a text:
+    /// mean KL(reference || model), top-1 agreement, both perplexities.
+    Kl(KlArgs),
     /// Record which experts a generation uses, layer by layer (JSON), for `replay`.
     Trace(TraceArgs),
     /// Score cache policies against Belady's optimum on a recorded trace.
@@ -245,6 +248,17 @@ fn window_bar(what: &str, windows: usize) -> ProgressBar {
         .progress_chars("=> "),
     );
     bar
+}
+
+#[derive(Args)]
+struct KlArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The reference model (GGUF), e.g. the f16 file a quantised one was made from.
+    #[arg(short, long)]
+    reference: PathBuf,
+    #[command(flatten)]
+    text: TextArgs,
 }
 
 #[derive(Args)]
@@ -519,6 +533,42 @@ fn run_perplexity(mut a: PerplexityArgs) -> edgemoe::Result<()> {
     Ok(())
 }
 
+fn run_kl(mut a: KlArgs) -> edgemoe::Result<()> {
+    a.model.context_length = Some(a.text.ctx);
+    let model = Arc::new(a.model.load()?);
+    let reference = Arc::new(Model::load(&a.reference)?);
+    let ids = a.text.tokens(&reference)?;
+    let (ctx, stride) = (a.text.ctx, a.text.stride());
+    let windows = edgemoe::engine::perplexity::plan(ids.len(), ctx, stride)?;
+    let bar = window_bar("kl", windows.len());
+    let d = edgemoe::engine::divergence::compare(
+        &model,
+        &reference,
+        &ids,
+        ctx,
+        stride,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "KL(reference || model) {:.6} ± {:.6} nats per token; top-1 agreement {:.2}%",
+        d.kl,
+        d.kl_std_error,
+        100.0 * d.top1_agreement
+    );
+    println!(
+        "perplexity: model {:.4} ± {:.4}, reference {:.4} ± {:.4} ({:+.3}%); {} predictions in {} windows of {ctx}, stride {stride}",
+        d.model.perplexity,
+        d.model.perplexity_std_error,
+        d.reference.perplexity,
+        d.reference.perplexity_std_error,
+        100.0 * (d.model.perplexity / d.reference.perplexity - 1.0),
+        d.model.predictions,
+        d.model.windows
+    );
+    Ok(())
+}
+
 fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
     let opts = ConvertOptions {
         matrix_type: a.ty.as_deref().map(GgmlType::from_name).transpose()?,
@@ -623,6 +673,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Perplexity(a) => run_perplexity(a),
+        Command::Kl(a) => run_kl(a),
         Command::Trace(a) => run_trace(a),
         Command::Replay(a) => run_replay(a),
         Command::Convert(a) => run_convert(a),
