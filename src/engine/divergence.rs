@@ -117,12 +117,12 @@ pub fn compare(
         }
         session.reset();
         let logits = session.eval(chunk, true)?;
-        for t in w.first..ctx {
+        for (t, &target) in chunk.iter().enumerate().skip(w.first) {
             let r = (t - 1) * vocab..t * vocab;
             tally.push(
                 &ref_logp[r.clone()],
                 &logits[r],
-                chunk[t] as usize,
+                target as usize,
                 &mut scratch,
             );
         }
