@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use edgemoe::convert::{convert, ConvertOptions};
+use edgemoe::convert::expert_types::ExpertTypes;
+use edgemoe::convert::{convert, convert_with_expert_types, ConvertOptions};
 use std::sync::Arc;
 
 use edgemoe::engine::generate::{generate, GenerateParams};
@@ -422,6 +423,11 @@ struct ConvertArgs {
     /// Default: f16 for checkpoints, unchanged for GGUF input.
     #[arg(long = "type")]
     ty: Option<String>,
+    /// Per-expert types: a JSON table written by `edgemoe calibrate` (format
+    /// `edgemoe.expert-types/1`, see `convert::expert_types`); stored in the output's
+    /// `edgemoe.bitwidth.*` metadata.
+    #[arg(long)]
+    expert_types: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -572,10 +578,16 @@ fn run_kl(mut a: KlArgs) -> edgemoe::Result<()> {
 fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
     let opts = ConvertOptions {
         matrix_type: a.ty.as_deref().map(GgmlType::from_name).transpose()?,
-        expert_types: None,
         progress: !a.quiet,
+        ..Default::default()
     };
-    let report = convert(&a.input, &a.output, &opts)?;
+    let report = match &a.expert_types {
+        Some(path) => {
+            let table = ExpertTypes::read(path)?;
+            convert_with_expert_types(&a.input, &a.output, &opts, &table)?
+        }
+        None => convert(&a.input, &a.output, &opts)?,
+    };
     eprintln!(
         "wrote {} ({} tensors, {}, of which experts {})",
         a.output.display(),
@@ -583,7 +595,30 @@ fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
         human(report.bytes_written),
         human(report.expert_bytes)
     );
+    report_fallbacks(&report.fallbacks);
     Ok(())
+}
+
+/// Says which tensors could not take the type asked for, grouped by (wanted, row length).
+fn report_fallbacks(fallbacks: &[edgemoe::convert::Fallback]) {
+    let mut groups: Vec<(GgmlType, GgmlType, u64, Vec<&str>)> = Vec::new();
+    for f in fallbacks {
+        match groups
+            .iter_mut()
+            .find(|g| (g.0, g.1, g.2) == (f.wanted, f.written, f.row_len))
+        {
+            Some(g) => g.3.push(&f.tensor),
+            None => groups.push((f.wanted, f.written, f.row_len, vec![&f.tensor])),
+        }
+    }
+    for (wanted, written, row_len, names) in groups {
+        eprintln!(
+            "note: {} tensors written as {written} instead of {wanted}: rows of {row_len} elements are not whole {wanted} blocks of {} (first: {})",
+            names.len(),
+            wanted.block_len(),
+            names[0]
+        );
+    }
 }
 
 fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
@@ -649,6 +684,20 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
             "expert types  gate {}, up {}, down {}",
             loc.gate.ty, loc.up.ty, loc.down.ty
         );
+    }
+    if let Some(table) = ExpertTypes::from_gguf(&file.header, &a.model)? {
+        let counts: Vec<String> = table
+            .histogram()
+            .iter()
+            .map(|(t, n)| format!("{n} {t}"))
+            .collect();
+        println!("bitwidth plan {} experts", counts.join(", "));
+        if let Some(t) = &table.tolerance {
+            println!("  tolerance   {t}");
+        }
+        if let Some(c) = &table.calibration {
+            println!("  calibration {c}");
+        }
     }
     if a.tensors {
         println!(

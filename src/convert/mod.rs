@@ -5,6 +5,7 @@
 //! resident), then for each layer and expert the three matrices `blk.L.ffn_{gate,up,down}.E`
 //! back to back, so one aligned read returns a whole expert.
 
+pub mod expert_types;
 mod from_gguf;
 mod from_hf;
 
@@ -50,6 +51,18 @@ pub struct ConvertReport {
     pub tensors: usize,
     pub bytes_written: u64,
     pub expert_bytes: u64,
+    /// Tensors written as f16 instead of the type asked for, because their rows are not a
+    /// whole number of that type's blocks (e.g. K-quants need rows of 256k elements).
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// A tensor stored as another type than the one asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    pub tensor: String,
+    pub wanted: GgmlType,
+    pub written: GgmlType,
+    pub row_len: u64,
 }
 
 /// The role of a tensor, which decides the type it is stored as.
@@ -81,10 +94,35 @@ enum Payload {
 
 /// Converts `input` (a Hugging Face checkpoint directory or a GGUF file) to `output`.
 pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+    convert_with_metadata(input, output, opts, Vec::new())
+}
+
+/// [`convert`] with each expert at the type `table` gives it; the table (with its tolerance
+/// and calibration notes) is stored in the output's `edgemoe.bitwidth.*` metadata.
+pub fn convert_with_expert_types(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    table: &expert_types::ExpertTypes,
+) -> Result<ConvertReport> {
+    let opts = ConvertOptions {
+        expert_types: Some(table.layers.clone()),
+        ..opts.clone()
+    };
+    convert_with_metadata(input, output, &opts, table.gguf_metadata())
+}
+
+/// [`convert`], adding `extra` to the output's metadata.
+fn convert_with_metadata(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    extra: Vec<(String, GgufValue)>,
+) -> Result<ConvertReport> {
     if input.is_dir() {
-        from_hf::convert(input, output, opts)
+        from_hf::convert(input, output, opts, extra)
     } else {
-        from_gguf::convert(input, output, opts)
+        from_gguf::convert(input, output, opts, extra)
     }
 }
 
@@ -97,15 +135,8 @@ fn target_type(
     opts: &ConvertOptions,
     keep_source: GgmlType,
 ) -> GgmlType {
-    let wanted = match role {
-        Role::Small => return GgmlType::F32,
-        Role::Matrix => opts.matrix_type.unwrap_or(keep_source),
-        Role::Expert(l, e) => opts
-            .expert_types
-            .as_ref()
-            .and_then(|t| t.get(l).and_then(|r| r.get(e)).copied())
-            .or(opts.matrix_type)
-            .unwrap_or(keep_source),
+    let Some(wanted) = wanted_type(role, opts, keep_source) else {
+        return GgmlType::F32;
     };
     let _ = source;
     if dims[0] % wanted.block_len() as u64 != 0 {
@@ -113,6 +144,21 @@ fn target_type(
     } else {
         wanted
     }
+}
+
+/// The type asked for a tensor of `role`, before any fallback; `None` for small tensors
+/// (always f32).
+fn wanted_type(role: Role, opts: &ConvertOptions, keep_source: GgmlType) -> Option<GgmlType> {
+    Some(match role {
+        Role::Small => return None,
+        Role::Matrix => opts.matrix_type.unwrap_or(keep_source),
+        Role::Expert(l, e) => opts
+            .expert_types
+            .as_ref()
+            .and_then(|t| t.get(l).and_then(|r| r.get(e)).copied())
+            .or(opts.matrix_type)
+            .unwrap_or(keep_source),
+    })
 }
 
 /// Writes the planned tensors with `metadata` (the model config's keys are added here).
@@ -130,6 +176,18 @@ fn write(
         "edgemoe.format_version".into(),
         GgufValue::U32(FORMAT_VERSION),
     ));
+    if let Some(table) = &opts.expert_types {
+        let table = expert_types::ExpertTypes {
+            layers: table.clone(),
+            tolerance: None,
+            calibration: None,
+        };
+        table.check_shape(config.n_layers, config.n_experts)?;
+        // The caller's notes (tolerance, calibration), if any, come with `metadata`.
+        if !metadata.iter().any(|(k, _)| k == "edgemoe.bitwidth.format") {
+            metadata.extend(table.gguf_metadata());
+        }
+    }
     metadata.retain(|(k, _)| !meta.iter().any(|(m, _)| m == k));
     meta.extend(metadata);
     let types: Vec<GgmlType> = plan
@@ -141,6 +199,24 @@ fn write(
                 GgmlType::F16
             };
             target_type(p.role, &p.dims, p.source_type, opts, keep)
+        })
+        .collect();
+    let fallbacks: Vec<Fallback> = plan
+        .iter()
+        .zip(&types)
+        .filter_map(|(p, &written)| {
+            let keep = if keep_source {
+                p.source_type
+            } else {
+                GgmlType::F16
+            };
+            let wanted = wanted_type(p.role, opts, keep)?;
+            (wanted != written).then(|| Fallback {
+                tensor: p.name.clone(),
+                wanted,
+                written,
+                row_len: p.dims[0],
+            })
         })
         .collect();
     let specs: Vec<TensorSpec> = plan
@@ -196,6 +272,7 @@ fn write(
         tensors: n_tensors,
         bytes_written: std::fs::metadata(output).map(|m| m.len()).unwrap_or(0),
         expert_bytes,
+        fallbacks,
     })
 }
 
