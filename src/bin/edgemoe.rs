@@ -39,6 +39,9 @@ enum Command {
     Replay(ReplayArgs),
     /// Convert a Hugging Face checkpoint directory or a llama.cpp GGUF to edgemoe's layout.
     Convert(ConvertArgs),
+    /// Find per-expert quantisation types within a quality tolerance (EdgeMoE's bitwidth
+    /// adaptation); writes the type table, the converted model and a report.
+    Calibrate(CalibrateArgs),
     /// Show a model file's architecture, tensors and where its bytes go.
     Inspect(InspectArgs),
 }
@@ -434,6 +437,59 @@ struct ConvertArgs {
 }
 
 #[derive(Args)]
+struct CalibrateArgs {
+    /// The model: a GGUF with float (f16/f32/bf16) experts, or a Hugging Face checkpoint
+    /// directory (converted to f16 first).
+    input: PathBuf,
+    /// Calibration text; unless --heldout is given, its last --heldout-fraction is held out.
+    #[arg(short = 'f', long)]
+    text: PathBuf,
+    /// Held-out text the tolerance is checked on.
+    #[arg(long)]
+    heldout: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.1)]
+    heldout_fraction: f64,
+    /// Calibration tokens (from the start of the calibration text).
+    #[arg(long, default_value_t = 2048)]
+    calib_tokens: usize,
+    /// Held-out tokens (from the start of the held-out text).
+    #[arg(long, default_value_t = 8192)]
+    heldout_tokens: usize,
+    /// Tolerance: held-out perplexity increase over the baseline (e.g. 1% or 0.01).
+    #[arg(long, default_value = "1%")]
+    max_ppl_increase: String,
+    /// Tolerance as a KL budget instead: mean KL(baseline || model) in nats per token.
+    #[arg(long)]
+    max_kl: Option<f64>,
+    /// Further perplexity tolerances to report (the Pareto curve), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.25%,0.5%,2%,5%")]
+    sweep: Vec<String>,
+    /// Candidate types, comma-separated (those that do not fit the expert rows are dropped;
+    /// with the default list and no K-quant fitting, q4_0..q5_1 are used).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q2_k,q3_k,q4_k,q5_k,q6_k,q8_0"
+    )]
+    types: Vec<String>,
+    /// The type every expert starts at and quality is measured against.
+    #[arg(long, default_value = "q8_0")]
+    baseline: String,
+    /// Minimise total expert bytes (`bytes`) or expected bytes read per token (`reads`).
+    #[arg(long, default_value = "bytes")]
+    objective: String,
+    /// Tokens per evaluation window.
+    #[arg(long, default_value_t = 256)]
+    ctx: usize,
+    /// Output directory: expert-types.json, model.gguf, report.md, report.json.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Hide progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
 struct InspectArgs {
     /// A GGUF model file.
     model: PathBuf,
@@ -621,6 +677,132 @@ fn report_fallbacks(fallbacks: &[edgemoe::convert::Fallback]) {
     }
 }
 
+/// `1%` or `0.01` as a fraction.
+fn parse_fraction(s: &str) -> edgemoe::Result<f64> {
+    let bad =
+        || edgemoe::Error::InvalidArgument(format!("`{s}` is not a fraction like 1% or 0.01"));
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => s.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+fn run_calibrate(a: CalibrateArgs) -> edgemoe::Result<()> {
+    use edgemoe::convert::calibrate::{calibrate, CalibrateOptions, Objective, Tolerance};
+    let io = |p: &std::path::Path, e| edgemoe::Error::io(p, e);
+    std::fs::create_dir_all(&a.out).map_err(|e| io(&a.out, e))?;
+    // A checkpoint directory is converted to f16 first; the final model is made from the input.
+    let gguf = if a.input.is_dir() {
+        let path = a.out.join("input-f16.gguf");
+        let opts = ConvertOptions {
+            progress: !a.quiet,
+            ..Default::default()
+        };
+        convert(&a.input, &path, &opts)?;
+        path
+    } else {
+        a.input.clone()
+    };
+    let model = Arc::new(Model::load(&gguf)?);
+    let text = std::fs::read_to_string(&a.text).map_err(|e| io(&a.text, e))?;
+    let (calib_text, heldout_text) = match &a.heldout {
+        Some(p) => (text, std::fs::read_to_string(p).map_err(|e| io(p, e))?),
+        None => {
+            let n = text.chars().count();
+            let keep = (n as f64 * (1.0 - a.heldout_fraction.clamp(0.0, 1.0))) as usize;
+            let at = text
+                .char_indices()
+                .nth(keep)
+                .map(|(i, _)| i)
+                .unwrap_or(text.len());
+            (text[..at].to_string(), text[at..].to_string())
+        }
+    };
+    let tok = model.tokenizer()?;
+    let mut calib = tok.encode(&calib_text, false)?;
+    calib.truncate(a.calib_tokens);
+    let mut heldout = tok.encode(&heldout_text, false)?;
+    heldout.truncate(a.heldout_tokens);
+    let types = a
+        .types
+        .iter()
+        .map(|t| GgmlType::from_name(t))
+        .collect::<edgemoe::Result<Vec<_>>>()?;
+    let opts = CalibrateOptions {
+        candidates: types,
+        baseline: GgmlType::from_name(&a.baseline)?,
+        tolerance: match a.max_kl {
+            Some(k) => Tolerance::Kl(k),
+            None => Tolerance::PplIncrease(parse_fraction(&a.max_ppl_increase)?),
+        },
+        sweep: a
+            .sweep
+            .iter()
+            .map(|s| parse_fraction(s))
+            .collect::<edgemoe::Result<_>>()?,
+        objective: match a.objective.as_str() {
+            "bytes" => Objective::Bytes,
+            "reads" => Objective::Reads,
+            o => {
+                return Err(edgemoe::Error::InvalidArgument(format!(
+                    "unknown objective `{o}` (bytes, reads)"
+                )))
+            }
+        },
+        ctx: a.ctx,
+        progress: !a.quiet,
+    };
+    let started = std::time::Instant::now();
+    let cal = calibrate(&model, &calib, &heldout, &opts)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let table_path = a.out.join("expert-types.json");
+    cal.chosen.write(&table_path)?;
+    let model_path = a.out.join("model.gguf");
+    let convert_opts = ConvertOptions {
+        progress: !a.quiet,
+        ..Default::default()
+    };
+    let report = convert_with_expert_types(&a.input, &model_path, &convert_opts, &cal.chosen)?;
+    report_fallbacks(&report.fallbacks);
+    let md = format!(
+        "# Bitwidth calibration of {}\n\n{}\nCalibration took {seconds:.0} s.\n",
+        a.input.display(),
+        cal.markdown()
+    );
+    std::fs::write(a.out.join("report.md"), &md).map_err(|e| io(&a.out, e))?;
+    let mut json =
+        serde_json::to_value(&cal).map_err(|e| edgemoe::Error::InvalidArgument(e.to_string()))?;
+    let names = |t: &ExpertTypes| -> Vec<Vec<&'static str>> {
+        t.layers
+            .iter()
+            .map(|l| l.iter().map(|x| x.name()).collect())
+            .collect()
+    };
+    json["adapted_types"] =
+        serde_json::json!(cal.adapted_types.iter().map(names).collect::<Vec<_>>());
+    json["model"] = serde_json::json!(a.input.display().to_string());
+    json["seconds"] = serde_json::json!(seconds);
+    let json_path = a.out.join("report.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(|e| io(&json_path, e))?;
+    println!("{md}");
+    eprintln!(
+        "wrote {}, {} ({}), report.md, report.json in {}",
+        table_path.display(),
+        model_path.display(),
+        human(report.bytes_written),
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
     let model = Model::load(&a.model)?;
     let c = &model.config;
@@ -726,6 +908,7 @@ fn main() -> ExitCode {
         Command::Trace(a) => run_trace(a),
         Command::Replay(a) => run_replay(a),
         Command::Convert(a) => run_convert(a),
+        Command::Calibrate(a) => run_calibrate(a),
         Command::Inspect(a) => run_inspect(a),
     };
     match result {

@@ -5,6 +5,7 @@
 //! resident), then for each layer and expert the three matrices `blk.L.ffn_{gate,up,down}.E`
 //! back to back, so one aligned read returns a whole expert.
 
+pub mod calibrate;
 pub mod expert_types;
 mod from_gguf;
 mod from_hf;
