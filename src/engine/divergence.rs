@@ -61,7 +61,9 @@ impl Tally {
             .sum();
         // Rounding can make a zero divergence slightly negative.
         self.kl.push(kl.max(0.0));
-        self.model_nll.push(-(scratch[target] as f64));
+        // In f64 from the logits, exactly as `perplexity` computes it.
+        self.model_nll
+            .push(log_sum_exp(model_logits) - model_logits[target] as f64);
         self.reference_nll.push(-(ref_logp[target] as f64));
         if argmax(ref_logp) == argmax(model_logits) {
             self.agree += 1;
