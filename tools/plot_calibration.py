@@ -6,7 +6,7 @@
 writes <prefix>-pareto.png (expert bytes vs held-out perplexity and vs KL against the
 baseline: uniform types, adapted assignments at each tolerance, and every assignment the
 search measured) and <prefix>-layers.png (types per layer of the assignment at the requested
-tolerance and at the loosest one).
+tolerance and of those matching each uniform type's held-out KL).
 """
 
 import json
@@ -53,11 +53,12 @@ def main():
     fig.savefig(f"{prefix}-pareto.png")
 
     types = report["types"]
-    tables = report["adapted_types"]
-    labels = [p["label"].replace("adapted, held-out perplexity within ", "ppl ")
-              for p in report["adapted"]]
-    picks = [0, len(tables) - 1] if len(tables) > 1 else [0]
-    fig, axes = plt.subplots(1, len(picks), figsize=(4.5 * len(picks), 3), dpi=80, squeeze=False)
+    # The assignment at the requested tolerance, and those matching each uniform type's KL.
+    tables = [report["adapted_types"][0]] + report["kl_matched_types"]
+    labels = [report["adapted"][0]["label"].replace("adapted, held-out perplexity within ", "ppl ")]
+    labels += [m[1]["label"].replace("adapted, ", "") for m in report["kl_matched"]]
+    picks = list(range(len(tables)))
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 2.8), dpi=80, squeeze=False)
     for ax, i in zip(axes[0], picks):
         layers = tables[i]
         bottom = [0] * len(layers)
@@ -67,7 +68,7 @@ def main():
             bottom = [b + c for b, c in zip(bottom, counts)]
         ax.set_xlabel("layer")
         ax.set_ylabel("experts")
-        ax.set_title(f"types per layer, {labels[i]}", fontsize=9)
+        ax.set_title(labels[i], fontsize=8)
         ax.set_xticks(range(len(layers)))
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()

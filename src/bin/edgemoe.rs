@@ -784,6 +784,8 @@ fn run_calibrate(a: CalibrateArgs) -> edgemoe::Result<()> {
     };
     json["adapted_types"] =
         serde_json::json!(cal.adapted_types.iter().map(names).collect::<Vec<_>>());
+    json["kl_matched_types"] =
+        serde_json::json!(cal.kl_matched_types.iter().map(names).collect::<Vec<_>>());
     json["model"] = serde_json::json!(a.input.display().to_string());
     json["seconds"] = serde_json::json!(seconds);
     let json_path = a.out.join("report.json");

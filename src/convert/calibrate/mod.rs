@@ -153,6 +153,9 @@ pub struct Calibration {
     /// Pairs (uniform type, adapted assignment with at most its held-out KL): the bytes
     /// adaptation saves at equal quality.
     pub kl_matched: Vec<(Point, Point)>,
+    /// The assignments of `kl_matched`, in the same order.
+    #[serde(skip)]
+    pub kl_matched_types: Vec<ExpertTypes>,
     /// Every held-out evaluation of the search: (moves, point).
     pub search_trace: Vec<(usize, Point)>,
     /// The assignment at the requested tolerance.
@@ -447,6 +450,7 @@ pub fn calibrate(
     let mut adapted = Vec::new();
     let mut adapted_types = Vec::new();
     let mut kl_matched = Vec::new();
+    let mut kl_matched_types = Vec::new();
     for (i, tol) in tolerances.into_iter().enumerate() {
         let k = search::largest_ok(moves.len(), &mut |k| {
             if let std::collections::btree_map::Entry::Vacant(slot) = memo.entry(k) {
@@ -460,6 +464,8 @@ pub fn calibrate(
         if i >= n_requested {
             let u = &uniform[i - n_requested + 1];
             p.label = format!("adapted, KL <= {}", u.label);
+            let a = search::assignment_after(n, &moves, k);
+            kl_matched_types.push(to_table(&variants, &a, tol.to_string(), calib_note.clone()));
             kl_matched.push((u.clone(), p));
             continue;
         }
@@ -495,6 +501,7 @@ pub fn calibrate(
         adapted,
         adapted_types,
         kl_matched,
+        kl_matched_types,
         search_trace: memo.into_iter().collect(),
     })
 }
