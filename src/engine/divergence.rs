@@ -51,8 +51,16 @@ struct Tally {
 }
 
 impl Tally {
-    /// Adds one position: reference log-probabilities, model logits, the true next token.
-    fn push(&mut self, ref_logp: &[f32], model_logits: &[f32], target: usize, scratch: &mut [f32]) {
+    /// Adds one position: reference log-probabilities and NLL of the true next token
+    /// (computed in f64 from the logits, as `perplexity` does), model logits, that token.
+    fn push(
+        &mut self,
+        ref_logp: &[f32],
+        ref_nll: f64,
+        model_logits: &[f32],
+        target: usize,
+        scratch: &mut [f32],
+    ) {
         log_softmax(model_logits, scratch);
         let kl: f64 = ref_logp
             .iter()
@@ -64,7 +72,7 @@ impl Tally {
         // In f64 from the logits, exactly as `perplexity` computes it.
         self.model_nll
             .push(log_sum_exp(model_logits) - model_logits[target] as f64);
-        self.reference_nll.push(-(ref_logp[target] as f64));
+        self.reference_nll.push(ref_nll);
         if argmax(ref_logp) == argmax(model_logits) {
             self.agree += 1;
         }
@@ -107,6 +115,7 @@ pub fn compare(
     let mut ref_session = Session::new(reference.clone(), Some(ctx))?;
     let mut session = Session::new(model.clone(), Some(ctx))?;
     let mut ref_logp = vec![0f32; ctx * vocab];
+    let mut ref_nll = vec![0f64; ctx];
     let mut scratch = vec![0f32; vocab];
     let mut tally = Tally::default();
     for (i, w) in windows.iter().enumerate() {
@@ -115,7 +124,9 @@ pub fn compare(
         let ref_logits = ref_session.eval(chunk, true)?;
         for t in w.first..ctx {
             let r = (t - 1) * vocab..t * vocab;
-            log_softmax(&ref_logits[r.clone()], &mut ref_logp[r]);
+            let row = &ref_logits[r.clone()];
+            ref_nll[t] = log_sum_exp(row) - row[chunk[t] as usize] as f64;
+            log_softmax(row, &mut ref_logp[r]);
         }
         session.reset();
         let logits = session.eval(chunk, true)?;
@@ -123,6 +134,7 @@ pub fn compare(
             let r = (t - 1) * vocab..t * vocab;
             tally.push(
                 &ref_logp[r.clone()],
+                ref_nll[t],
                 &logits[r],
                 target as usize,
                 &mut scratch,
@@ -142,6 +154,8 @@ pub struct ReferenceDistributions {
     windows: Vec<Window>,
     vocab: usize,
     logp: Vec<f32>,
+    /// The reference's NLL of the true token at each position.
+    nll: Vec<f64>,
 }
 
 impl ReferenceDistributions {
@@ -156,6 +170,7 @@ impl ReferenceDistributions {
         let vocab = reference.config.vocab;
         let windows = plan(ids.len(), ctx, stride)?;
         let mut logp = Vec::new();
+        let mut nll = Vec::new();
         let mut row = vec![0f32; vocab];
         super::perplexity::for_each_scored(
             reference,
@@ -163,7 +178,8 @@ impl ReferenceDistributions {
             ctx,
             &windows,
             progress,
-            &mut |_, _, logits| {
+            &mut |w, t, logits| {
+                nll.push(log_sum_exp(logits) - logits[ids[w.begin + t] as usize] as f64);
                 log_softmax(logits, &mut row);
                 logp.extend_from_slice(&row);
             },
@@ -174,6 +190,7 @@ impl ReferenceDistributions {
             windows,
             vocab,
             logp,
+            nll,
         })
     }
 
@@ -206,7 +223,8 @@ impl ReferenceDistributions {
             progress,
             &mut |w, t, logits| {
                 let r = &self.logp[at * self.vocab..(at + 1) * self.vocab];
-                tally.push(r, logits, ids[w.begin + t] as usize, &mut scratch);
+                let target = ids[w.begin + t] as usize;
+                tally.push(r, self.nll[at], logits, target, &mut scratch);
                 at += 1;
             },
         )?;
