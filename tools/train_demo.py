@@ -160,17 +160,17 @@ def wrap_tokenizer(tok):
 
 
 # ----------------------------------------------------------------------------- model
-def make_config():
+def make_config(hidden=128, ffn=320, head_dim=32):
     from transformers import MixtralConfig
 
     return MixtralConfig(
         vocab_size=VOCAB_SIZE,
-        hidden_size=128,
-        intermediate_size=320,
+        hidden_size=hidden,
+        intermediate_size=ffn,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=32,
+        head_dim=head_dim,
         num_local_experts=8,
         num_experts_per_tok=2,
         hidden_act="silu",
@@ -422,6 +422,11 @@ def main():
     g.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget (default 20)")
     g.add_argument("--steps", type=int, default=None, help="exact number of optimizer steps (overrides --minutes)")
     ap.add_argument("--seed", type=int, default=SEED_DEFAULT)
+    # Shape (defaults: the bundled demo model). Rows of 256k elements let K-quants apply to the
+    # experts: --hidden 256 --ffn 256 --head-dim 64 is the calibration report's second model.
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--ffn", type=int, default=320)
+    ap.add_argument("--head-dim", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--dropout", type=float, default=DROPOUT, help="train-only residual/embedding dropout")
@@ -459,7 +464,7 @@ def main():
     hf_tok = wrap_tokenizer(tok)
 
     # --- model
-    cfg = make_config()
+    cfg = make_config(args.hidden, args.ffn, args.head_dim)
     set_seeds(args.seed)
     model = MixtralForCausalLM(cfg).float()
     set_impl(model, "sdpa", "grouped_mm")  # fast paths for training; eval uses eager

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use edgemoe::convert::{convert, ConvertOptions, ATTENTION_PATTERN, EXPERT_PATTERN};
+use edgemoe::convert::expert_types::ExpertTypes;
+use edgemoe::convert::{
+    convert, convert_with_expert_types, ConvertOptions, ATTENTION_PATTERN, EXPERT_PATTERN,
+};
 use std::sync::Arc;
 
 use edgemoe::engine::generate::{generate, GenerateParams};
@@ -27,14 +30,20 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming it as it is produced.
     Generate(GenerateArgs),
-    /// Measure perplexity on a text file (non-overlapping windows, no BOS).
+    /// Measure perplexity on a text file (sliding window, no BOS), with its standard error.
     Perplexity(PerplexityArgs),
+    /// Compare a model's next-token distributions with a reference model's on a text:
+    /// mean KL(reference || model), top-1 agreement, both perplexities.
+    Kl(KlArgs),
     /// Record which experts a generation uses, layer by layer (JSON), for `replay`.
     Trace(TraceArgs),
     /// Score cache policies against Belady's optimum on a recorded trace.
     Replay(ReplayArgs),
     /// Convert a Hugging Face checkpoint directory or a llama.cpp GGUF to edgemoe's layout.
     Convert(ConvertArgs),
+    /// Find per-expert quantisation types within a quality tolerance (EdgeMoE's bitwidth
+    /// adaptation); writes the type table, the converted model and a report.
+    Calibrate(CalibrateArgs),
     /// Show a model file's architecture, tensors and where its bytes go.
     Inspect(InspectArgs),
 }
@@ -191,19 +200,75 @@ impl GenerateArgs {
     }
 }
 
+/// A text to measure on, and the sliding window to measure with.
 #[derive(Args)]
-struct PerplexityArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+struct TextArgs {
     /// Text file to measure on.
-    #[arg(short, long)]
-    file: PathBuf,
+    #[arg(short = 'f', long, alias = "file")]
+    text: PathBuf,
     /// Use only the last fraction of the file (0.1: the demo model's held-out split).
     #[arg(long, default_value_t = 1.0)]
     tail: f64,
     /// Tokens per window.
-    #[arg(long, default_value_t = 256)]
-    window: usize,
+    #[arg(long, alias = "window", default_value_t = 256)]
+    ctx: usize,
+    /// Tokens the window moves by; each window scores only tokens the previous one did not.
+    /// Default: the window (non-overlapping windows).
+    #[arg(long)]
+    stride: Option<usize>,
+}
+
+impl TextArgs {
+    fn stride(&self) -> usize {
+        self.stride.unwrap_or(self.ctx)
+    }
+
+    /// The text (its last `--tail` fraction), tokenized without BOS.
+    fn tokens(&self, model: &Model) -> edgemoe::Result<Vec<u32>> {
+        let text =
+            std::fs::read_to_string(&self.text).map_err(|e| edgemoe::Error::io(&self.text, e))?;
+        // Split where the demo model's trainer does: by characters, `text[int(0.9 * len):]`.
+        let n_chars = text.chars().count();
+        let skip = (n_chars as f64 * (1.0 - self.tail.clamp(0.0, 1.0))) as usize;
+        let byte_start = text
+            .char_indices()
+            .nth(skip)
+            .map(|(i, _)| i)
+            .unwrap_or(text.len());
+        model.tokenizer()?.encode(&text[byte_start..], false)
+    }
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    text: TextArgs,
+}
+
+/// A progress bar over the windows of a measurement.
+fn window_bar(what: &str, windows: usize) -> ProgressBar {
+    let bar = ProgressBar::new(windows as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{bar:40}}] {{pos}}/{{len}} windows ({{eta}})"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+#[derive(Args)]
+struct KlArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The reference model (GGUF), e.g. the f16 file a quantised one was made from.
+    #[arg(short, long)]
+    reference: PathBuf,
+    #[command(flatten)]
+    text: TextArgs,
 }
 
 #[derive(Args)]
@@ -377,7 +442,65 @@ struct ConvertArgs {
     /// Type of routed expert matrices (shorthand for --override 'blk.*.ffn_*.*.weight=T').
     #[arg(long)]
     expert_type: Option<String>,
+    /// Per-expert types: a JSON table written by `edgemoe calibrate` (format
+    /// `edgemoe.expert-types/1`, see `convert::expert_types`); stored in the output's
+    /// `edgemoe.bitwidth.*` metadata.
+    #[arg(long)]
+    expert_types: Option<PathBuf>,
     /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// The model: a GGUF with float (f16/f32/bf16) experts, or a Hugging Face checkpoint
+    /// directory (converted to f16 first).
+    input: PathBuf,
+    /// Calibration text; unless --heldout is given, its last --heldout-fraction is held out.
+    #[arg(short = 'f', long)]
+    text: PathBuf,
+    /// Held-out text the tolerance is checked on.
+    #[arg(long)]
+    heldout: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.1)]
+    heldout_fraction: f64,
+    /// Calibration tokens (from the start of the calibration text).
+    #[arg(long, default_value_t = 2048)]
+    calib_tokens: usize,
+    /// Held-out tokens (from the start of the held-out text).
+    #[arg(long, default_value_t = 8192)]
+    heldout_tokens: usize,
+    /// Tolerance: held-out perplexity increase over the baseline (e.g. 1% or 0.01).
+    #[arg(long, default_value = "1%")]
+    max_ppl_increase: String,
+    /// Tolerance as a KL budget instead: mean KL(baseline || model) in nats per token.
+    #[arg(long)]
+    max_kl: Option<f64>,
+    /// Further perplexity tolerances to report (the Pareto curve), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.25%,0.5%,2%,5%")]
+    sweep: Vec<String>,
+    /// Candidate types, comma-separated (those that do not fit the expert rows are dropped;
+    /// with the default list and no K-quant fitting, q4_0..q5_1 are used).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q2_k,q3_k,q4_k,q5_k,q6_k,q8_0"
+    )]
+    types: Vec<String>,
+    /// The type every expert starts at and quality is measured against.
+    #[arg(long, default_value = "q8_0")]
+    baseline: String,
+    /// Minimise total expert bytes (`bytes`) or expected bytes read per token (`reads`).
+    #[arg(long, default_value = "bytes")]
+    objective: String,
+    /// Tokens per evaluation window.
+    #[arg(long, default_value_t = 256)]
+    ctx: usize,
+    /// Output directory: expert-types.json, model.gguf, report.md, report.json.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
 }
@@ -473,31 +596,55 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
 }
 
 fn run_perplexity(mut a: PerplexityArgs) -> edgemoe::Result<()> {
-    a.model.context_length = Some(a.window);
+    a.model.context_length = Some(a.text.ctx);
     let model = Arc::new(a.model.load()?);
-    let text = std::fs::read_to_string(&a.file).map_err(|e| edgemoe::Error::io(&a.file, e))?;
-    // Split where the demo model's trainer does: by characters, `text[int(0.9 * len):]`.
-    let n_chars = text.chars().count();
-    let skip = (n_chars as f64 * (1.0 - a.tail.clamp(0.0, 1.0))) as usize;
-    let byte_start = text
-        .char_indices()
-        .nth(skip)
-        .map(|(i, _)| i)
-        .unwrap_or(text.len());
-    let ids = model.tokenizer()?.encode(&text[byte_start..], false)?;
-    let bar = ProgressBar::new((ids.len() / a.window) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("perplexity [{bar:40}] {pos}/{len} windows ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let r = perplexity(&model, &ids, a.window, &mut |done, _| {
+    let ids = a.text.tokens(&model)?;
+    let (ctx, stride) = (a.text.ctx, a.text.stride());
+    let windows = edgemoe::engine::perplexity::plan(ids.len(), ctx, stride)?;
+    let bar = window_bar("perplexity", windows.len());
+    let r = perplexity(&model, &ids, ctx, stride, &mut |done, _| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
     println!(
-        "perplexity {:.4} (mean NLL {:.5}) over {} windows of {} tokens, {} predictions",
-        r.perplexity, r.mean_nll, r.windows, a.window, r.predictions
+        "perplexity {:.4} ± {:.4} (mean NLL {:.5} ± {:.5}) over {} windows of {ctx} tokens, stride {stride}, {} predictions",
+        r.perplexity, r.perplexity_std_error, r.mean_nll, r.nll_std_error, r.windows, r.predictions
+    );
+    Ok(())
+}
+
+fn run_kl(mut a: KlArgs) -> edgemoe::Result<()> {
+    a.model.context_length = Some(a.text.ctx);
+    let model = Arc::new(a.model.load()?);
+    let reference = Arc::new(Model::load(&a.reference)?);
+    let ids = a.text.tokens(&reference)?;
+    let (ctx, stride) = (a.text.ctx, a.text.stride());
+    let windows = edgemoe::engine::perplexity::plan(ids.len(), ctx, stride)?;
+    let bar = window_bar("kl", windows.len());
+    let d = edgemoe::engine::divergence::compare(
+        &model,
+        &reference,
+        &ids,
+        ctx,
+        stride,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "KL(reference || model) {:.6} ± {:.6} nats per token; top-1 agreement {:.2}%",
+        d.kl,
+        d.kl_std_error,
+        100.0 * d.top1_agreement
+    );
+    println!(
+        "perplexity: model {:.4} ± {:.4}, reference {:.4} ± {:.4} ({:+.3}%); {} predictions in {} windows of {ctx}, stride {stride}",
+        d.model.perplexity,
+        d.model.perplexity_std_error,
+        d.reference.perplexity,
+        d.reference.perplexity_std_error,
+        100.0 * (d.model.perplexity / d.reference.perplexity - 1.0),
+        d.model.predictions,
+        d.model.windows
     );
     Ok(())
 }
@@ -518,17 +665,174 @@ fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
     }
     let opts = ConvertOptions {
         matrix_type: a.ty.as_deref().map(GgmlType::from_name).transpose()?,
-        expert_types: None,
         overrides,
         progress: !a.quiet,
+        ..Default::default()
     };
-    let report = convert(&a.input, &a.output, &opts)?;
+    let report = match &a.expert_types {
+        Some(path) => {
+            let table = ExpertTypes::read(path)?;
+            convert_with_expert_types(&a.input, &a.output, &opts, &table)?
+        }
+        None => convert(&a.input, &a.output, &opts)?,
+    };
     eprintln!(
         "wrote {} ({} tensors, {}, of which experts {})",
         a.output.display(),
         report.tensors,
         human(report.bytes_written),
         human(report.expert_bytes)
+    );
+    report_fallbacks(&report.fallbacks);
+    Ok(())
+}
+
+/// Says which tensors could not take the type asked for, grouped by (wanted, row length).
+fn report_fallbacks(fallbacks: &[edgemoe::convert::Fallback]) {
+    let mut groups: Vec<(GgmlType, GgmlType, u64, Vec<&str>)> = Vec::new();
+    for f in fallbacks {
+        match groups
+            .iter_mut()
+            .find(|g| (g.0, g.1, g.2) == (f.wanted, f.written, f.row_len))
+        {
+            Some(g) => g.3.push(&f.tensor),
+            None => groups.push((f.wanted, f.written, f.row_len, vec![&f.tensor])),
+        }
+    }
+    for (wanted, written, row_len, names) in groups {
+        eprintln!(
+            "note: {} tensors written as {written} instead of {wanted}: rows of {row_len} elements are not whole {wanted} blocks of {} (first: {})",
+            names.len(),
+            wanted.block_len(),
+            names[0]
+        );
+    }
+}
+
+/// `1%` or `0.01` as a fraction.
+fn parse_fraction(s: &str) -> edgemoe::Result<f64> {
+    let bad =
+        || edgemoe::Error::InvalidArgument(format!("`{s}` is not a fraction like 1% or 0.01"));
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => s.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+fn run_calibrate(a: CalibrateArgs) -> edgemoe::Result<()> {
+    use edgemoe::convert::calibrate::{calibrate, CalibrateOptions, Objective, Tolerance};
+    let io = |p: &std::path::Path, e| edgemoe::Error::io(p, e);
+    std::fs::create_dir_all(&a.out).map_err(|e| io(&a.out, e))?;
+    // A checkpoint directory is converted to f16 first; the final model is made from the input.
+    let gguf = if a.input.is_dir() {
+        let path = a.out.join("input-f16.gguf");
+        let opts = ConvertOptions {
+            progress: !a.quiet,
+            ..Default::default()
+        };
+        convert(&a.input, &path, &opts)?;
+        path
+    } else {
+        a.input.clone()
+    };
+    let model = Arc::new(Model::load(&gguf)?);
+    let text = std::fs::read_to_string(&a.text).map_err(|e| io(&a.text, e))?;
+    let (calib_text, heldout_text) = match &a.heldout {
+        Some(p) => (text, std::fs::read_to_string(p).map_err(|e| io(p, e))?),
+        None => {
+            let n = text.chars().count();
+            let keep = (n as f64 * (1.0 - a.heldout_fraction.clamp(0.0, 1.0))) as usize;
+            let at = text
+                .char_indices()
+                .nth(keep)
+                .map(|(i, _)| i)
+                .unwrap_or(text.len());
+            (text[..at].to_string(), text[at..].to_string())
+        }
+    };
+    let tok = model.tokenizer()?;
+    let mut calib = tok.encode(&calib_text, false)?;
+    calib.truncate(a.calib_tokens);
+    let mut heldout = tok.encode(&heldout_text, false)?;
+    heldout.truncate(a.heldout_tokens);
+    let types = a
+        .types
+        .iter()
+        .map(|t| GgmlType::from_name(t))
+        .collect::<edgemoe::Result<Vec<_>>>()?;
+    let opts = CalibrateOptions {
+        candidates: types,
+        baseline: GgmlType::from_name(&a.baseline)?,
+        tolerance: match a.max_kl {
+            Some(k) => Tolerance::Kl(k),
+            None => Tolerance::PplIncrease(parse_fraction(&a.max_ppl_increase)?),
+        },
+        sweep: a
+            .sweep
+            .iter()
+            .map(|s| parse_fraction(s))
+            .collect::<edgemoe::Result<_>>()?,
+        objective: match a.objective.as_str() {
+            "bytes" => Objective::Bytes,
+            "reads" => Objective::Reads,
+            o => {
+                return Err(edgemoe::Error::InvalidArgument(format!(
+                    "unknown objective `{o}` (bytes, reads)"
+                )))
+            }
+        },
+        ctx: a.ctx,
+        progress: !a.quiet,
+    };
+    let started = std::time::Instant::now();
+    let cal = calibrate(&model, &calib, &heldout, &opts)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let table_path = a.out.join("expert-types.json");
+    cal.chosen.write(&table_path)?;
+    let model_path = a.out.join("model.gguf");
+    let convert_opts = ConvertOptions {
+        progress: !a.quiet,
+        ..Default::default()
+    };
+    let report = convert_with_expert_types(&a.input, &model_path, &convert_opts, &cal.chosen)?;
+    report_fallbacks(&report.fallbacks);
+    let md = format!(
+        "# Bitwidth calibration of {}\n\n{}\nCalibration took {seconds:.0} s.\n",
+        a.input.display(),
+        cal.markdown()
+    );
+    std::fs::write(a.out.join("report.md"), &md).map_err(|e| io(&a.out, e))?;
+    let mut json =
+        serde_json::to_value(&cal).map_err(|e| edgemoe::Error::InvalidArgument(e.to_string()))?;
+    let names = |t: &ExpertTypes| -> Vec<Vec<&'static str>> {
+        t.layers
+            .iter()
+            .map(|l| l.iter().map(|x| x.name()).collect())
+            .collect()
+    };
+    json["adapted_types"] =
+        serde_json::json!(cal.adapted_types.iter().map(names).collect::<Vec<_>>());
+    json["kl_matched_types"] =
+        serde_json::json!(cal.kl_matched_types.iter().map(names).collect::<Vec<_>>());
+    json["model"] = serde_json::json!(a.input.display().to_string());
+    json["seconds"] = serde_json::json!(seconds);
+    let json_path = a.out.join("report.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )
+    .map_err(|e| io(&json_path, e))?;
+    println!("{md}");
+    eprintln!(
+        "wrote {}, {} ({}), report.md, report.json in {}",
+        table_path.display(),
+        model_path.display(),
+        human(report.bytes_written),
+        a.out.display()
     );
     Ok(())
 }
@@ -597,6 +901,20 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
             loc.gate.ty, loc.up.ty, loc.down.ty
         );
     }
+    if let Some(table) = ExpertTypes::from_gguf(&file.header, &a.model)? {
+        let counts: Vec<String> = table
+            .histogram()
+            .iter()
+            .map(|(t, n)| format!("{n} {t}"))
+            .collect();
+        println!("bitwidth plan {} experts", counts.join(", "));
+        if let Some(t) = &table.tolerance {
+            println!("  tolerance   {t}");
+        }
+        if let Some(c) = &table.calibration {
+            println!("  calibration {c}");
+        }
+    }
     if a.tensors {
         println!(
             "\n{:<40} {:>6} {:>20} {:>12}",
@@ -620,9 +938,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Perplexity(a) => run_perplexity(a),
+        Command::Kl(a) => run_kl(a),
         Command::Trace(a) => run_trace(a),
         Command::Replay(a) => run_replay(a),
         Command::Convert(a) => run_convert(a),
+        Command::Calibrate(a) => run_calibrate(a),
         Command::Inspect(a) => run_inspect(a),
     };
     match result {

@@ -13,7 +13,12 @@ fn is_layout_key(key: &str) -> bool {
     key == "general.alignment" || key == "general.file_type" || key.starts_with("edgemoe.")
 }
 
-pub(super) fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+pub(super) fn convert(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    extra: Vec<(String, GgufValue)>,
+) -> Result<ConvertReport> {
     let file = GgufFile::open(input)?;
     let cfg = ModelConfig::from_gguf(&file.header, input)?;
     let dir = ExpertDirectory::from_gguf(&file.header, &cfg, input)?;
@@ -62,12 +67,13 @@ pub(super) fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Res
             }
         }
     }
-    let metadata: Vec<(String, GgufValue)> = file
+    let mut metadata: Vec<(String, GgufValue)> = file
         .header
         .metadata
         .iter()
         .filter(|(k, _)| !is_layout_key(k))
         .cloned()
         .collect();
+    metadata.extend(extra);
     write(output, &cfg, metadata, plan, opts, true)
 }

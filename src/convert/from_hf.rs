@@ -255,7 +255,12 @@ fn tokenizer_metadata(dir: &Path) -> Result<Vec<(String, GgufValue)>> {
     Ok(crate::tokenizer::Tokenizer::from_hf_files(dir)?.gguf_metadata())
 }
 
-pub(super) fn convert(dir: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+pub(super) fn convert(
+    dir: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    extra: Vec<(String, GgufValue)>,
+) -> Result<ConvertReport> {
     let cfg = read_config(dir)?;
     let shards = Shards::open(dir)?;
     let ck = Checkpoint::new(&shards)?;
@@ -527,5 +532,6 @@ pub(super) fn convert(dir: &Path, output: &Path, opts: &ConvertOptions) -> Resul
         ),
     )];
     metadata.extend(tokenizer_metadata(dir)?);
+    metadata.extend(extra);
     write(output, &cfg, metadata, plan, opts, false)
 }

@@ -5,6 +5,8 @@
 //! resident), then for each layer and expert the three matrices `blk.L.ffn_{gate,up,down}.E`
 //! back to back, so one aligned read returns a whole expert.
 
+pub mod calibrate;
+pub mod expert_types;
 mod from_gguf;
 mod from_hf;
 
@@ -57,6 +59,18 @@ pub struct ConvertReport {
     pub tensors: usize,
     pub bytes_written: u64,
     pub expert_bytes: u64,
+    /// Tensors written as f16 instead of the type asked for, because their rows are not a
+    /// whole number of that type's blocks (e.g. K-quants need rows of 256k elements).
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// A tensor stored as another type than the one asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    pub tensor: String,
+    pub wanted: GgmlType,
+    pub written: GgmlType,
+    pub row_len: u64,
 }
 
 /// The role of a tensor, which decides the type it is stored as.
@@ -88,10 +102,35 @@ enum Payload {
 
 /// Converts `input` (a Hugging Face checkpoint directory or a GGUF file) to `output`.
 pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+    convert_with_metadata(input, output, opts, Vec::new())
+}
+
+/// [`convert`] with each expert at the type `table` gives it; the table (with its tolerance
+/// and calibration notes) is stored in the output's `edgemoe.bitwidth.*` metadata.
+pub fn convert_with_expert_types(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    table: &expert_types::ExpertTypes,
+) -> Result<ConvertReport> {
+    let opts = ConvertOptions {
+        expert_types: Some(table.layers.clone()),
+        ..opts.clone()
+    };
+    convert_with_metadata(input, output, &opts, table.gguf_metadata())
+}
+
+/// [`convert`], adding `extra` to the output's metadata.
+fn convert_with_metadata(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    extra: Vec<(String, GgufValue)>,
+) -> Result<ConvertReport> {
     if input.is_dir() {
-        from_hf::convert(input, output, opts)
+        from_hf::convert(input, output, opts, extra)
     } else {
-        from_gguf::convert(input, output, opts)
+        from_gguf::convert(input, output, opts, extra)
     }
 }
 
@@ -133,6 +172,24 @@ fn target_type(
     opts: &ConvertOptions,
     keep_source: GgmlType,
 ) -> GgmlType {
+    let Some(wanted) = wanted_type(name, role, opts, keep_source) else {
+        return GgmlType::F32;
+    };
+    if dims[0] % wanted.block_len() as u64 != 0 {
+        GgmlType::F16
+    } else {
+        wanted
+    }
+}
+
+/// The type asked for a tensor of `role`, before any fallback; `None` for small tensors
+/// (always f32).
+fn wanted_type(
+    name: &str,
+    role: Role,
+    opts: &ConvertOptions,
+    keep_source: GgmlType,
+) -> Option<GgmlType> {
     let by_name = || {
         opts.overrides
             .iter()
@@ -140,9 +197,10 @@ fn target_type(
             .find(|(p, _)| glob_match(p, name))
             .map(|&(_, t)| t)
     };
-    let wanted = match role {
-        Role::Small => return GgmlType::F32,
+    Some(match role {
+        Role::Small => return None,
         Role::Matrix => by_name().or(opts.matrix_type).unwrap_or(keep_source),
+        // A per-expert table is more specific than a name pattern.
         Role::Expert(l, e) => opts
             .expert_types
             .as_ref()
@@ -150,12 +208,7 @@ fn target_type(
             .or_else(by_name)
             .or(opts.matrix_type)
             .unwrap_or(keep_source),
-    };
-    if dims[0] % wanted.block_len() as u64 != 0 {
-        GgmlType::F16
-    } else {
-        wanted
-    }
+    })
 }
 
 /// Writes the planned tensors with `metadata` (the model config's keys are added here).
@@ -173,6 +226,18 @@ fn write(
         "edgemoe.format_version".into(),
         GgufValue::U32(FORMAT_VERSION),
     ));
+    if let Some(table) = &opts.expert_types {
+        let table = expert_types::ExpertTypes {
+            layers: table.clone(),
+            tolerance: None,
+            calibration: None,
+        };
+        table.check_shape(config.n_layers, config.n_experts)?;
+        // The caller's notes (tolerance, calibration), if any, come with `metadata`.
+        if !metadata.iter().any(|(k, _)| k == "edgemoe.bitwidth.format") {
+            metadata.extend(table.gguf_metadata());
+        }
+    }
     metadata.retain(|(k, _)| !meta.iter().any(|(m, _)| m == k));
     meta.extend(metadata);
     for (pattern, _) in &opts.overrides {
@@ -194,6 +259,24 @@ fn write(
                 GgmlType::F16
             };
             target_type(&p.name, p.role, &p.dims, opts, keep)
+        })
+        .collect();
+    let fallbacks: Vec<Fallback> = plan
+        .iter()
+        .zip(&types)
+        .filter_map(|(p, &written)| {
+            let keep = if keep_source {
+                p.source_type
+            } else {
+                GgmlType::F16
+            };
+            let wanted = wanted_type(&p.name, p.role, opts, keep)?;
+            (wanted != written).then(|| Fallback {
+                tensor: p.name.clone(),
+                wanted,
+                written,
+                row_len: p.dims[0],
+            })
         })
         .collect();
     let specs: Vec<TensorSpec> = plan
@@ -249,6 +332,7 @@ fn write(
         tensors: n_tensors,
         bytes_written: std::fs::metadata(output).map(|m| m.len()).unwrap_or(0),
         expert_bytes,
+        fallbacks,
     })
 }
 

@@ -2,6 +2,7 @@
 
 pub mod arch;
 pub mod config;
+pub mod divergence;
 pub mod experts;
 pub mod generate;
 pub mod model;
