@@ -174,7 +174,8 @@ def main() -> int:
                 parts.append(y)
             w.write_tensor_data(np.stack(parts) if len(shape) == 3 else parts[0])
         done += nbytes(shape, ty)
-        print(f"\r{done / 2**30:6.2f} / {total / 2**30:.2f} GiB  {time.time() - t0:5.1f} s", end="", file=sys.stderr)
+        if sys.stderr.isatty():
+            print(f"\r{done / 2**30:6.2f} / {total / 2**30:.2f} GiB  {time.time() - t0:5.1f} s", end="", file=sys.stderr)
     print(file=sys.stderr)
     w.close()
     return 0
