@@ -6,7 +6,8 @@
 Runs llama.cpp's `llama-bench -m MODEL -t T -p P -n N -r R -o json` and
 `edgemoe bench -m MODEL -t T -p P -n N -r R --json` (the same tests: pp P evaluates P random
 tokens as one batch, tg N decodes N random tokens one at a time, each after a warm-up) and prints
-tokens/s of both and edgemoe / llama.cpp. The file must be a stock llama.cpp GGUF (llama.cpp
+tokens/s of both (mean ± standard deviation over the repetitions) and edgemoe / llama.cpp, of
+the means and of each program's fastest repetition (steadier on a machine shared with other work). The file must be a stock llama.cpp GGUF (llama.cpp
 cannot read edgemoe's packed layout: convert one with tools/packed_to_stock.py).
 
 Environment: LLAMA_BIN (directory with llama-bench; default: what tools/build_llamacpp.sh
@@ -80,16 +81,20 @@ def main() -> int:
                 "llama_cpp_ts": l["avg_ts"], "llama_cpp_stddev": l["stddev_ts"],
                 "edgemoe_ts": e["avg_ts"], "edgemoe_stddev": e["stddev_ts"],
                 "ratio": e["avg_ts"] / l["avg_ts"],
+                "llama_cpp_best_ts": max(l.get("samples_ts") or [l["avg_ts"]]),
+                "edgemoe_best_ts": max(e["samples_ts"]),
                 "llama_cpp_model_type": l.get("model_type"), "llama_cpp_build": l.get("build_commit"),
             })
     print(f"model {a.model} ({os.path.getsize(a.model) / 2**20:.1f} MiB), CPU {cpu_name()}, "
           f"{os.cpu_count()} CPUs; repetitions {a.repetitions}")
     if rows and rows[0]["llama_cpp_model_type"]:
         print(f"llama.cpp sees: {rows[0]['llama_cpp_model_type']} (build {rows[0]['llama_cpp_build']})")
-    print(f"{'threads':>7} {'test':>7} {'llama.cpp tok/s':>18} {'edgemoe tok/s':>18} {'edgemoe/llama.cpp':>18}")
+    print(f"{'threads':>7} {'test':>7} {'llama.cpp tok/s':>18} {'edgemoe tok/s':>18} {'edgemoe/llama.cpp':>18}"
+          f" {'best-run ratio':>15}")
     for r in rows:
+        r["best_ratio"] = r["edgemoe_best_ts"] / r["llama_cpp_best_ts"]
         print(f"{r['threads']:>7} {r['test']:>7} {r['llama_cpp_ts']:>10.1f} ± {r['llama_cpp_stddev']:<5.1f} "
-              f"{r['edgemoe_ts']:>10.1f} ± {r['edgemoe_stddev']:<5.1f} {r['ratio']:>18.3f}")
+              f"{r['edgemoe_ts']:>10.1f} ± {r['edgemoe_stddev']:<5.1f} {r['ratio']:>18.3f} {r['best_ratio']:>15.3f}")
     if a.json:
         Path(a.json).write_text(json.dumps({"model": a.model, "cpu": cpu_name(), "rows": rows}, indent=1) + "\n")
     return 0
