@@ -1179,6 +1179,8 @@ def render_readme(summaries: dict, versions: dict) -> str:
     w("  hf/generation_config.json         bos/eos ids as written by transformers")
     w("  stock-f32.gguf                    llama.cpp convert_hf_to_gguf.py --outtype f32 of hf/")
     w("  reference.json                    transformers reference outputs (schema below)")
+    w("  stock-q8_0.gguf, stock-q4_k_m.gguf llama-quantize of stock-f32.gguf (not olmoe)     } tools/make_llamacpp_refs.py,")
+    w("  llamacpp.json                     llama.cpp's greedy continuations of those          } see LLAMACPP.md")
     w("```\n")
     w("## Regenerating\n")
     w("```sh")

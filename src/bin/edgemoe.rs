@@ -46,6 +46,8 @@ enum Command {
     Calibrate(CalibrateArgs),
     /// Show a model file's architecture, tensors and where its bytes go.
     Inspect(InspectArgs),
+    /// Measure prompt and decode speed the way llama-bench does (pp N, tg N; random tokens).
+    Bench(BenchArgs),
 }
 
 /// The bundled demo model, found from the working directory or the source tree.
@@ -506,6 +508,24 @@ struct CalibrateArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt-processing test: tokens evaluated as one batch in a fresh context (0: skip).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Text-generation test: tokens decoded one at a time in a fresh context (0: skip).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions of each test (after one untimed warm-up).
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repetitions: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct InspectArgs {
     /// A GGUF model file.
     model: PathBuf,
@@ -933,6 +953,117 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
     Ok(())
 }
 
+/// Tokens per second of each timed repetition of one bench test.
+#[derive(serde::Serialize)]
+struct BenchResult {
+    test: String,
+    n_tokens: usize,
+    avg_ts: f64,
+    stddev_ts: f64,
+    samples_ts: Vec<f64>,
+}
+
+impl BenchResult {
+    fn new(test: String, n_tokens: usize, samples_ts: Vec<f64>) -> Self {
+        let n = samples_ts.len().max(1) as f64;
+        let avg_ts = samples_ts.iter().sum::<f64>() / n;
+        let var = samples_ts
+            .iter()
+            .map(|x| (x - avg_ts) * (x - avg_ts))
+            .sum::<f64>()
+            / (n - 1.0).max(1.0);
+        BenchResult {
+            test,
+            n_tokens,
+            avg_ts,
+            stddev_ts: var.sqrt(),
+            samples_ts,
+        }
+    }
+}
+
+/// As llama-bench: `pp N` evaluates N random tokens as one batch, `tg N` decodes N random
+/// tokens one by one (after BOS when the model uses it), each in a fresh context, after one
+/// untimed warm-up; no sampling, no tokenizer.
+fn run_bench(mut a: BenchArgs) -> edgemoe::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let ctx = a.n_prompt.max(a.n_gen + 1).max(1);
+    a.model.context_length = Some(ctx);
+    let model = Arc::new(a.model.load()?);
+    let vocab = model.config.vocab as u32;
+    let bos = model
+        .tokenizer()
+        .ok()
+        .filter(|t| t.adds_bos())
+        .and_then(|t| t.bos_id());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut session = Session::new(model.clone(), Some(ctx))?;
+    session.set_lookahead(a.model.lookahead);
+    let mut pp = |session: &mut Session, n: usize| -> edgemoe::Result<f64> {
+        let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
+        session.reset();
+        let t = std::time::Instant::now();
+        session.eval(&ids, false)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let mut results = Vec::new();
+    if a.n_prompt > 0 {
+        pp(&mut session, a.n_prompt)?;
+        let samples = (0..a.repetitions)
+            .map(|_| pp(&mut session, a.n_prompt).map(|s| a.n_prompt as f64 / s))
+            .collect::<edgemoe::Result<Vec<f64>>>()?;
+        results.push(BenchResult::new(
+            format!("pp{}", a.n_prompt),
+            a.n_prompt,
+            samples,
+        ));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let mut tg = |session: &mut Session, n: usize| -> edgemoe::Result<f64> {
+        session.reset();
+        let mut token = bos.unwrap_or_else(|| rng.random_range(0..vocab));
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            session.eval(&[token], false)?;
+            token = rng.random_range(0..vocab);
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    if a.n_gen > 0 {
+        tg(&mut session, 1)?;
+        let samples = (0..a.repetitions)
+            .map(|_| tg(&mut session, a.n_gen).map(|s| a.n_gen as f64 / s))
+            .collect::<edgemoe::Result<Vec<f64>>>()?;
+        results.push(BenchResult::new(format!("tg{}", a.n_gen), a.n_gen, samples));
+    }
+    let path = a.model.model.clone().unwrap_or_else(default_model);
+    if a.json {
+        let doc = serde_json::json!({
+            "model": path.display().to_string(),
+            "threads": a.model.threads,
+            "kernel": edgemoe::quant::kernel_name(),
+            "experts": model.experts.name(),
+            "results": results,
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "{} | threads {} | kernel {} | experts {}",
+            path.display(),
+            a.model.threads,
+            edgemoe::quant::kernel_name(),
+            model.experts.name()
+        );
+        for r in &results {
+            println!(
+                "{:>8} {:>10.2} ± {:>7.2} tok/s",
+                r.test, r.avg_ts, r.stddev_ts
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -944,6 +1075,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => run_convert(a),
         Command::Calibrate(a) => run_calibrate(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Bench(a) => run_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
