@@ -121,17 +121,13 @@ fn mixtral_q4_k_m() {
 }
 
 // llama-quantize writes ffn_gate_inp_shexp.weight with ggml dims [64] (ggml drops trailing
-// 1-dims when it writes a file); convert_hf_to_gguf.py wrote [64, 1]. llama.cpp accepts both;
-// edgemoe's loader (check_dims in src/engine/model.rs) wants [64, 1] exactly. With trailing
-// 1-dims ignored there, both tests pass (checked locally).
+// 1-dims when it writes a file); convert_hf_to_gguf.py wrote [64, 1]. Both load.
 #[test]
-#[ignore = "edgemoe rejects ffn_gate_inp_shexp dims [64] (llama-quantize output); see comment"]
 fn qwen2_moe_q8_0() {
     check("qwen2_moe", "q8_0");
 }
 
 #[test]
-#[ignore = "edgemoe rejects ffn_gate_inp_shexp dims [64] (llama-quantize output); see comment"]
 fn qwen2_moe_q4_k_m() {
     check("qwen2_moe", "q4_k_m");
 }

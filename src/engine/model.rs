@@ -256,7 +256,13 @@ impl<'a> TensorLoader<'a, '_> {
     }
 
     fn check_dims(&self, t: &TensorInfo, want: &[u64]) -> Result<()> {
-        if t.dims != want {
+        // ggml drops trailing 1-dims on some writers (llama-quantize stores a `[64, 1]`
+        // vector as `[64]`): compare shapes without them.
+        fn trimmed(d: &[u64]) -> &[u64] {
+            let n = d.iter().rposition(|&x| x != 1).map_or(0, |i| i + 1);
+            &d[..n]
+        }
+        if trimmed(&t.dims) != trimmed(want) {
             return Err(Error::invalid_file(
                 &self.file.path,
                 format!(
