@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+#[path = "edgemoe/sweep.rs"]
+mod sweep;
 use edgemoe::convert::expert_types::ExpertTypes;
 use edgemoe::convert::{
     convert, convert_with_expert_types, ConvertOptions, ATTENTION_PATTERN, EXPERT_PATTERN,
@@ -83,6 +86,21 @@ struct ModelArgs {
     context_length: Option<usize>,
 }
 
+fn parse_backend(name: &str) -> edgemoe::Result<Backend> {
+    Ok(match name {
+        "auto" => Backend::Auto,
+        "resident" => Backend::Resident,
+        "io_uring" | "uring" => Backend::IoUring,
+        "pread" => Backend::Pread,
+        "mmap" => Backend::Mmap,
+        other => {
+            return Err(edgemoe::Error::InvalidArgument(format!(
+                "unknown backend `{other}` (auto, resident, io_uring, pread, mmap)"
+            )))
+        }
+    })
+}
+
 impl ModelArgs {
     fn load(&self) -> edgemoe::Result<Model> {
         let path = self.model.clone().unwrap_or_else(default_model);
@@ -92,18 +110,7 @@ impl ModelArgs {
             })?),
             None => None,
         };
-        let backend = match self.backend.as_str() {
-            "auto" => Backend::Auto,
-            "resident" => Backend::Resident,
-            "io_uring" | "uring" => Backend::IoUring,
-            "pread" => Backend::Pread,
-            "mmap" => Backend::Mmap,
-            other => {
-                return Err(edgemoe::Error::InvalidArgument(format!(
-                    "unknown backend `{other}` (auto, resident, io_uring, pread, mmap)"
-                )))
-            }
-        };
+        let backend = parse_backend(&self.backend)?;
         let model = Model::load_with(
             &path,
             LoadOptions {
@@ -523,6 +530,20 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Budget sweep instead: expert pool sizes in percent of all expert bytes, each run
+    /// decoding --n-gen tokens from a cold cache (e.g. 10,25,50,75,100).
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<f64>,
+    /// Backends the sweep runs (io_uring, pread, mmap).
+    #[arg(long, value_delimiter = ',', default_value = "io_uring,pread,mmap")]
+    sweep_backends: Vec<String>,
+    /// Router look-ahead depths the sweep runs (0: no preloading).
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    sweep_lookaheads: Vec<usize>,
+    /// Where the sweep writes sweep.json, sweep.csv and sweep.md
+    /// (`tools/plot_sweep.py DIR/sweep.json` draws the PNG).
+    #[arg(long, default_value = "sweep")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -987,6 +1008,22 @@ impl BenchResult {
 /// untimed warm-up; no sampling, no tokenizer.
 fn run_bench(mut a: BenchArgs) -> edgemoe::Result<()> {
     use rand::{Rng, SeedableRng};
+    if !a.sweep.is_empty() {
+        let backends = a
+            .sweep_backends
+            .iter()
+            .map(|b| parse_backend(b))
+            .collect::<edgemoe::Result<Vec<_>>>()?;
+        return sweep::run(&sweep::SweepPlan {
+            model: a.model.model.clone().unwrap_or_else(default_model),
+            percents: a.sweep.clone(),
+            backends,
+            lookaheads: a.sweep_lookaheads.clone(),
+            threads: a.model.threads,
+            n_gen: a.n_gen,
+            out: a.out.clone(),
+        });
+    }
     let ctx = a.n_prompt.max(a.n_gen + 1).max(1);
     a.model.context_length = Some(ctx);
     let model = Arc::new(a.model.load()?);

@@ -215,8 +215,15 @@ pub trait ExpertSource: Send + Sync {
     /// Stops reads in flight where the source can (a session was cancelled).
     fn cancel_reads(&self) {}
 
-    /// A hint that these experts of `layer` will be needed soon.
+    /// A hint that these experts of `layer` will be needed soon (a prediction).
     fn prefetch(&self, _layer: usize, _experts: &[usize]) {}
+
+    /// These experts of `layer` are needed now: start all their reads at once, so the
+    /// forward pass can compute the ones in memory while the rest arrive. Counted as misses,
+    /// not preloads.
+    fn request(&self, layer: usize, experts: &[usize]) {
+        self.prefetch(layer, experts)
+    }
 
     /// A short name for reports (`resident`, `streamed`, ...).
     fn name(&self) -> &'static str;

@@ -458,7 +458,7 @@ impl Session {
             used.extend(s.routes[..n].iter().flat_map(|r| r.experts.iter().copied()));
             used.sort_unstable();
             used.dedup();
-            model.experts.prefetch(l, &used);
+            model.experts.request(l, &used);
             self.check_prediction(l, &used);
             self.look_ahead(model, l, x, n, &mut s);
             grow(&mut s.expert_out, n * k * h);

@@ -16,6 +16,7 @@ pub mod cache;
 mod mmap;
 pub mod pool;
 mod pread;
+pub mod rawread;
 pub mod source;
 #[cfg(all(target_os = "linux", not(target_os = "android")))]
 mod uring;
@@ -213,6 +214,9 @@ struct Slot {
     protected: Option<usize>,
     /// Read by a prefetch and not used yet.
     preloaded: bool,
+    /// Read because the current layer needs it (`request`), not fetched yet: the fetch counts
+    /// as a miss, not as a preload hit.
+    demanded: bool,
 }
 
 const NONE: u32 = u32::MAX;
@@ -291,6 +295,7 @@ impl State {
             self.stats.wasted_preloads += 1;
         }
         s.preloaded = false;
+        s.demanded = false;
         s.protected = None;
         s.phase = Phase::Empty;
         s.error = None;
@@ -407,6 +412,7 @@ impl State {
             s.phase = Phase::Empty;
             s.protected = None;
             s.preloaded = false;
+            s.demanded = false;
             s.error = Some(f);
         } else {
             s.phase = Phase::Ready;
@@ -575,6 +581,7 @@ impl StreamedExperts {
                     error: None,
                     protected: None,
                     preloaded: false,
+                    demanded: false,
                 })
                 .collect(),
             map: vec![NONE; n_keys],
@@ -792,7 +799,9 @@ impl ExpertSource for StreamedExperts {
                 None => {
                     if let Some(s) = st.lookup(key) {
                         st.stats.gets += 1;
-                        if st.slots[s].preloaded {
+                        if std::mem::take(&mut st.slots[s].demanded) {
+                            st.stats.misses += 1;
+                        } else if st.slots[s].preloaded {
                             st.stats.preload_hits += 1;
                         } else {
                             st.stats.hits += 1;
@@ -875,28 +884,11 @@ impl ExpertSource for StreamedExperts {
     }
 
     fn prefetch(&self, layer: usize, experts: &[usize]) {
-        let mut st = self.state.lock();
-        self.reap_locked(&mut st);
-        let mut reqs = Vec::new();
-        for &e in experts {
-            let Ok(key) = self.key(layer, e) else {
-                continue;
-            };
-            if let Some(s) = st.lookup(key) {
-                st.slots[s].protected = Some(layer);
-                continue;
-            }
-            let Some(s) = st.allocate(true) else {
-                break;
-            };
-            reqs.extend(st.start_load(s, key, &self.plans[key]));
-            st.slots[s].protected = Some(layer);
-            st.slots[s].preloaded = true;
-            st.stats.preloads += 1;
-        }
-        if !reqs.is_empty() {
-            self.backend.submit(&reqs);
-        }
+        self.start_reads(layer, experts, false);
+    }
+
+    fn request(&self, layer: usize, experts: &[usize]) {
+        self.start_reads(layer, experts, true);
     }
 
     fn name(&self) -> &'static str {
@@ -937,6 +929,9 @@ impl ExpertSource for Shared {
     fn prefetch(&self, layer: usize, experts: &[usize]) {
         self.0.prefetch(layer, experts)
     }
+    fn request(&self, layer: usize, experts: &[usize]) {
+        self.0.request(layer, experts)
+    }
     fn is_ready(&self, layer: usize, expert: usize) -> bool {
         self.0.is_ready(layer, expert)
     }
@@ -946,6 +941,38 @@ impl ExpertSource for Shared {
 }
 
 impl StreamedExperts {
+    /// Starts reads of the experts of `layer` not cached or in flight, all at once; they are
+    /// protected from eviction until used. `demand`: the current layer needs them (a later
+    /// fetch counts as a miss); otherwise they are predictions (preloads).
+    fn start_reads(&self, layer: usize, experts: &[usize], demand: bool) {
+        let mut st = self.state.lock();
+        self.reap_locked(&mut st);
+        let mut reqs = Vec::new();
+        for &e in experts {
+            let Ok(key) = self.key(layer, e) else {
+                continue;
+            };
+            if let Some(s) = st.lookup(key) {
+                st.slots[s].protected = Some(layer);
+                continue;
+            }
+            let Some(s) = st.allocate(!demand) else {
+                break;
+            };
+            reqs.extend(st.start_load(s, key, &self.plans[key]));
+            st.slots[s].protected = Some(layer);
+            if demand {
+                st.slots[s].demanded = true;
+            } else {
+                st.slots[s].preloaded = true;
+                st.stats.preloads += 1;
+            }
+        }
+        if !reqs.is_empty() {
+            self.backend.submit(&reqs);
+        }
+    }
+
     /// A boxed source for [`crate::engine::Model::from_parts`] that shares this one.
     pub fn shared(self: &Arc<Self>) -> Box<dyn ExpertSource> {
         Box::new(Shared(self.clone()))

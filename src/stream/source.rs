@@ -140,6 +140,20 @@ impl Source {
         ))
     }
 
+    /// Asks the OS to drop this model's pages from the page cache (for cold-cache benchmarks;
+    /// only clean, unmapped pages go). A no-op where the platform has no such call.
+    pub fn drop_page_cache(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Ok(f) = self.open() {
+            use std::os::fd::AsRawFd;
+            let (base, len) = (self.base() as i64, self.len().unwrap_or(0) as i64);
+            // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
+            unsafe {
+                libc::posix_fadvise(f.as_raw_fd(), base, len, libc::POSIX_FADV_DONTNEED);
+            }
+        }
+    }
+
     /// The end of the model as an absolute file offset: reads stop there.
     pub fn end(&self) -> Result<u64> {
         Ok(self.base() + self.len()?)

@@ -1,0 +1,283 @@
+//! `edgemoe bench --sweep`: decode speed, hit rate and bytes per token against the memory
+//! budget, per backend and predictor, each run from a cold cache, next to the two physical
+//! limits measured in the same run: compute time per token with every expert resident, and
+//! the raw sequential uncached read bandwidth of the same file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgemoe::engine::model::preflight;
+use edgemoe::engine::{Backend, LoadOptions, Model, Session};
+use edgemoe::stream::{rawread, Source};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// What to sweep.
+pub struct SweepPlan {
+    pub model: PathBuf,
+    /// Expert pool sizes, in percent of all expert bytes.
+    pub percents: Vec<f64>,
+    pub backends: Vec<Backend>,
+    /// Router look-ahead depths (0: no preloading).
+    pub lookaheads: Vec<usize>,
+    pub threads: usize,
+    /// Tokens decoded per run.
+    pub n_gen: usize,
+    pub out: PathBuf,
+}
+
+/// One budget, backend and predictor.
+#[derive(Serialize)]
+struct Run {
+    backend: String,
+    lookahead: usize,
+    percent: f64,
+    budget: u64,
+    pool: u64,
+    tokens: usize,
+    tokens_per_second: f64,
+    ms_per_token: f64,
+    hit_rate: f64,
+    /// Fetches served by the cache or a preload.
+    served_rate: f64,
+    hits: u64,
+    preload_hits: u64,
+    misses: u64,
+    preloads: u64,
+    wasted_preloads: u64,
+    bytes_read_per_token: f64,
+    /// Bytes the used experts needed that were not already cached (demand misses and useful
+    /// preloads): what any engine with this cache content has to read.
+    needed_bytes_per_token: f64,
+    read_bandwidth: f64,
+    io_wait_ms_per_token: f64,
+    /// max(resident compute time, needed bytes / raw bandwidth), per token.
+    ideal_ms_per_token: f64,
+    /// Actual over ideal time per token (1.0 is the physical limit).
+    vs_ideal: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    threads: usize,
+    kernel: String,
+    expert_bytes: u64,
+    resident_ms_per_token: f64,
+    raw_read_bandwidth: f64,
+    raw_read_note: Option<String>,
+    runs: Vec<Run>,
+}
+
+/// Runs the sweep; writes `sweep.json`, `sweep.csv` and `sweep.md` into `plan.out` and prints
+/// the table.
+pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
+    std::fs::create_dir_all(&plan.out).map_err(|e| edgemoe::Error::io(&plan.out, e))?;
+    let ctx = plan.n_gen + 1;
+    let pf = preflight(&plan.model, u64::MAX / 4, Some(ctx))?;
+    let fixed = pf.resident + pf.kv_cache + pf.scratch;
+
+    // The limits: compute with every expert in memory (warm), and raw storage bandwidth.
+    let resident = Arc::new(Model::load_with(
+        &plan.model,
+        LoadOptions {
+            backend: Backend::Resident,
+            threads: plan.threads,
+            context_length: Some(ctx),
+            ..Default::default()
+        },
+    )?);
+    decode(&resident, 0, plan.n_gen.min(16))?; // page the mapped weights in
+    let resident_s = decode(&resident, 0, plan.n_gen)?;
+    let resident_ms = resident_s * 1e3 / plan.n_gen as f64;
+    let kernel = edgemoe::quant::kernel_name().to_string();
+    drop(resident);
+
+    let source = Source::path(&plan.model);
+    let (start, end) = expert_region(&plan.model)?;
+    source.drop_page_cache();
+    let raw = rawread::sequential_read(&source, start, end - start, 4 << 20, 4)?;
+    let raw_bw = raw.bandwidth();
+    eprintln!(
+        "limits: resident compute {resident_ms:.2} ms/token; sequential uncached read (4 MiB reads, 4 in flight) {:.0} MiB/s ({} MiB){}",
+        raw_bw / (1 << 20) as f64,
+        raw.bytes >> 20,
+        raw.cache_note
+            .as_deref()
+            .map(|n| format!(" [{n}]"))
+            .unwrap_or_default()
+    );
+
+    let mut runs = Vec::new();
+    for &backend in &plan.backends {
+        for &lookahead in &plan.lookaheads {
+            for &pct in &plan.percents {
+                let budget = fixed + (pf.max_pool as f64 * pct / 100.0) as u64;
+                source.drop_page_cache();
+                let model = match Model::load_with(
+                    &plan.model,
+                    LoadOptions {
+                        memory_budget: Some(budget),
+                        backend,
+                        threads: plan.threads,
+                        context_length: Some(ctx),
+                        ..Default::default()
+                    },
+                ) {
+                    Ok(m) => Arc::new(m),
+                    Err(edgemoe::Error::BudgetTooSmall { .. }) => {
+                        eprintln!("{pct}%: below the minimum budget, skipped");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let st = model
+                    .streamed()
+                    .cloned()
+                    .ok_or_else(|| edgemoe::Error::InvalidArgument("not streamed".into()))?;
+                st.reset_stats();
+                let secs = decode(&model, lookahead, plan.n_gen)?;
+                let s = st.stats();
+                let n = plan.n_gen as f64;
+                let mean_read = s.bytes_read as f64 / s.reads.max(1) as f64;
+                let needed = (s.misses + s.preload_hits) as f64 * mean_read / n;
+                let ms = secs * 1e3 / n;
+                let ideal = resident_ms.max(needed / raw_bw * 1e3);
+                let run = Run {
+                    backend: st.backend_name().to_string(),
+                    lookahead,
+                    percent: pct,
+                    budget,
+                    pool: st.pool_bytes(),
+                    tokens: plan.n_gen,
+                    tokens_per_second: n / secs,
+                    ms_per_token: ms,
+                    hit_rate: s.hit_rate(),
+                    served_rate: (s.hits + s.preload_hits) as f64 / s.gets.max(1) as f64,
+                    hits: s.hits,
+                    preload_hits: s.preload_hits,
+                    misses: s.misses,
+                    preloads: s.preloads,
+                    wasted_preloads: s.wasted_preloads,
+                    bytes_read_per_token: s.bytes_read as f64 / n,
+                    needed_bytes_per_token: needed,
+                    read_bandwidth: s.read_bandwidth(),
+                    io_wait_ms_per_token: s.io_wait.as_secs_f64() * 1e3 / n,
+                    ideal_ms_per_token: ideal,
+                    vs_ideal: ms / ideal,
+                };
+                eprintln!("{}", row(&run));
+                runs.push(run);
+            }
+        }
+    }
+    let report = Report {
+        model: plan.model.display().to_string(),
+        threads: plan.threads,
+        kernel,
+        expert_bytes: pf.expert_bytes,
+        resident_ms_per_token: resident_ms,
+        raw_read_bandwidth: raw_bw,
+        raw_read_note: raw.cache_note,
+        runs,
+    };
+    write_outputs(&plan.out, &report)
+}
+
+/// Decodes `n` random tokens one at a time in a fresh session; returns the seconds taken.
+fn decode(model: &Arc<Model>, lookahead: usize, n: usize) -> edgemoe::Result<f64> {
+    let mut session = Session::new(model.clone(), Some(n + 1))?;
+    session.set_lookahead(lookahead);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let vocab = model.config.vocab as u32;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        session.eval(&[rng.random_range(0..vocab)], false)?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Byte range of the file holding experts (what a streamed run reads from).
+fn expert_region(path: &Path) -> edgemoe::Result<(u64, u64)> {
+    let file = edgemoe::format::GgufFile::open(path)?;
+    let config = edgemoe::engine::ModelConfig::from_gguf(&file.header, path)?;
+    let dir = edgemoe::engine::ExpertDirectory::from_gguf(&file.header, &config, path)?;
+    let spans = dir.iter().map(|e| e.span());
+    let (lo, hi) = spans.fold((u64::MAX, 0), |(lo, hi), (s, e)| (lo.min(s), hi.max(e)));
+    Ok((lo.min(hi), hi))
+}
+
+const HEADER: &str = "| backend | look-ahead | budget % | pool MiB | tok/s | ms/token | ideal ms | vs ideal | hit rate | served | MiB read/token | read MiB/s | wait ms/token |";
+
+fn row(r: &Run) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2}x | {:.3} | {:.3} | {:.1} | {:.0} | {:.1} |",
+        r.backend,
+        r.lookahead,
+        r.percent,
+        r.pool as f64 / (1 << 20) as f64,
+        r.tokens_per_second,
+        r.ms_per_token,
+        r.ideal_ms_per_token,
+        r.vs_ideal,
+        r.hit_rate,
+        r.served_rate,
+        r.bytes_read_per_token / (1 << 20) as f64,
+        r.read_bandwidth / (1 << 20) as f64,
+        r.io_wait_ms_per_token,
+    )
+}
+
+fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
+    let write = |name: &str, text: String| {
+        let p = out.join(name);
+        std::fs::write(&p, text).map_err(|e| edgemoe::Error::io(&p, e))
+    };
+    let json = serde_json::to_string_pretty(report)
+        .map_err(|e| edgemoe::Error::InvalidArgument(format!("report: {e}")))?;
+    write("sweep.json", json)?;
+    let mut csv = String::from(
+        "backend,lookahead,percent,pool,tokens_per_second,ms_per_token,ideal_ms_per_token,vs_ideal,hit_rate,served_rate,bytes_read_per_token,read_bandwidth,io_wait_ms_per_token\n",
+    );
+    for r in &report.runs {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.backend,
+            r.lookahead,
+            r.percent,
+            r.pool,
+            r.tokens_per_second,
+            r.ms_per_token,
+            r.ideal_ms_per_token,
+            r.vs_ideal,
+            r.hit_rate,
+            r.served_rate,
+            r.bytes_read_per_token,
+            r.read_bandwidth,
+            r.io_wait_ms_per_token
+        );
+    }
+    write("sweep.csv", csv)?;
+    let sep = HEADER
+        .split('|')
+        .skip(1)
+        .map(|_| "---|")
+        .collect::<String>();
+    let mut md = format!(
+        "{}: {} threads, {} kernels; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 4 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
+        report.model,
+        report.threads,
+        report.kernel,
+        report.expert_bytes >> 20,
+        report.resident_ms_per_token,
+        report.raw_read_bandwidth / (1 << 20) as f64,
+        &sep[..sep.len() - 4]
+    );
+    for r in &report.runs {
+        md += &row(r);
+        md.push('\n');
+    }
+    println!("{md}");
+    write("sweep.md", md)
+}
