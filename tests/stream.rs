@@ -379,6 +379,36 @@ fn lowering_the_pool_mid_generation_keeps_results_identical() {
     }
 }
 
+/// The pool opened at its minimum grows to hold every expert (address space is reserved at
+/// open; io_uring re-registers its fixed buffers), shrinks again and regrows, mid-generation.
+#[test]
+fn raising_the_pool_past_its_size_at_open_keeps_results_identical() {
+    for backend in [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap] {
+        let path = packed("mixtral");
+        let want = run(&Arc::new(Model::load(&path).unwrap()), "mixtral", |_| {});
+        let sizes = pool_sizes(&path);
+        let (min, all) = (sizes[0], sizes[2]);
+        let (model, src) = streamed(&path, &cfg(backend, PolicyKind::Lru, min), |b| b);
+        assert_eq!(src.pool_bytes(), min);
+        assert!(src.max_pool_bytes() >= all, "{backend:?}: nothing reserved");
+        let handle = src.clone();
+        let got = run(&model, "mixtral", |step| match step {
+            3 => {
+                handle.set_pool_bytes(all).unwrap();
+                assert_eq!(handle.pool_bytes(), all);
+            }
+            9 => handle.set_pool_bytes(min).unwrap(),
+            13 => handle.set_pool_bytes(sizes[1]).unwrap(),
+            _ => {}
+        });
+        assert!(got == want, "{backend:?}: resizing changed the results");
+        assert_eq!(
+            src.pool_bytes(),
+            sizes[1] / src.slot_bytes() * src.slot_bytes()
+        );
+    }
+}
+
 #[test]
 fn stats_count_hits_misses_and_preloads() {
     let path = packed("mixtral");

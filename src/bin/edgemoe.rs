@@ -1080,6 +1080,8 @@ fn run_bench(mut a: BenchArgs) -> edgemoe::Result<()> {
             "threads": a.model.threads,
             "kernel": edgemoe::quant::kernel_name(),
             "experts": model.experts.name(),
+            "budget": model.budget().map(|b| b.budget),
+            "peak_rss": edgemoe::sys::peak_rss_bytes(),
             "results": results,
         });
         println!("{doc}");

@@ -9,6 +9,7 @@ pub mod calibrate;
 pub mod expert_types;
 mod from_gguf;
 mod from_hf;
+pub mod random;
 
 use std::path::Path;
 

@@ -57,6 +57,11 @@ pub trait Backend: Send + Sync {
     /// [`cancelled`] error; those the device already works on may still complete normally.
     /// Each request still produces exactly one completion.
     fn cancel(&self, _tags: &[u64]) {}
+
+    /// The pool now uses slots `0..active` (it was raised or lowered). A backend that pins
+    /// slots (io_uring's fixed buffers) pins exactly those from now on, so lowered slots'
+    /// memory can be given back.
+    fn resize(&self, _active: usize) {}
 }
 
 /// The error a cancelled request completes with.

@@ -39,6 +39,22 @@ impl MmapBackend {
         // SAFETY: `check` proved dst..dst+len (len >= need) lies inside the pool, and the
         // cache gives this request exclusive use of that range; the map is a distinct region.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, need) };
+        // The copy is what the budget counts: unmap the source pages again, or the mapping
+        // would grow the process by the whole file. Requests start page-aligned; the last
+        // partial page stays mapped until the next request covers it.
+        let whole = need / super::ALIGN as usize * super::ALIGN as usize;
+        if whole > 0 && start % super::ALIGN as usize == 0 {
+            // SAFETY: the range lies inside our own read-only mapping (checked by `get` above)
+            // and starts at a page boundary; dropping clean file pages from a mapping only
+            // makes the next access fault them in again.
+            unsafe {
+                libc::madvise(
+                    src.as_ptr() as *mut libc::c_void,
+                    whole,
+                    libc::MADV_DONTNEED,
+                )
+            };
+        }
         Ok(())
     }
 }

@@ -447,6 +447,8 @@ pub struct StreamedExperts {
     io: Mutex<()>,
     min_slots: usize,
     notes: Vec<String>,
+    /// Serialises [`StreamedExperts::set_pool_bytes`].
+    resizing: Mutex<()>,
 }
 
 /// Unpins a slot when the view holding it is dropped.
@@ -557,9 +559,16 @@ impl StreamedExperts {
                 min_slots as u64 * slot_size
             )));
         }
-        // More slots than experts would never be used.
-        let n_slots = n_slots.min(plans.len().max(min_slots));
-        let pool = Arc::new(SlotPool::new(slot_size as usize, n_slots, cfg.mlock)?);
+        // More slots than experts would never be used. Address space for all of them is
+        // reserved, so the pool can be raised while loaded.
+        let capacity = plans.len().max(min_slots);
+        let n_slots = n_slots.min(capacity);
+        let pool = Arc::new(SlotPool::with_capacity(
+            slot_size as usize,
+            capacity,
+            n_slots,
+            cfg.mlock,
+        )?);
         let mut notes = Vec::new();
         if let Some(n) = pool.lock_note() {
             notes.push(format!("expert pool not mlock'ed: {n}"));
@@ -570,7 +579,7 @@ impl StreamedExperts {
         let n_keys = directory.n_layers * directory.n_experts;
         let state = State {
             pool: pool.clone(),
-            slots: (0..n_slots)
+            slots: (0..pool.n_slots())
                 .map(|_| Slot {
                     key: None,
                     phase: Phase::Empty,
@@ -607,6 +616,7 @@ impl StreamedExperts {
             backend,
             state: Mutex::new(state),
             io: Mutex::new(()),
+            resizing: Mutex::new(()),
             min_slots,
             notes,
         })
@@ -679,21 +689,26 @@ impl StreamedExperts {
         let n = n.min(self.pool.n_slots());
         if bytes > self.max_pool_bytes() && n < self.plans.len() {
             return Err(Error::InvalidArgument(format!(
-                "cannot grow the expert pool past the {} bytes reserved at open; reopen the \
-                 model to use {bytes}",
+                "cannot grow the expert pool past the {} bytes this platform let us reserve at \
+                 open; reopen the model to use {bytes}",
                 self.max_pool_bytes()
             )));
         }
+        // One resize at a time, so the backend's pinned range follows the last one.
+        let _resizing = self.resizing.lock();
         let mut st = self.state.lock();
         self.reap_locked(&mut st);
         let old = st.active;
         st.active = n;
-        if n < old {
-            for s in n..old {
-                st.retire_if_idle(s);
-            }
-        } else if n > old {
+        if n > old {
             self.pool.recommit(old, n - old);
+        }
+        drop(st);
+        // Pins exactly the new range before slots above it are released.
+        self.backend.resize(n);
+        let mut st = self.state.lock();
+        for s in n..old {
+            st.retire_if_idle(s);
         }
         Ok(())
     }

@@ -6,13 +6,19 @@
 //! needs on every device we target.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
 /// Alignment of slots, file offsets and read lengths (the largest logical block size of the
 /// devices we target; O_DIRECT requires it for all three).
 pub const ALIGN: u64 = 4096;
+
+/// The reserve beyond the active slots costs address space only.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NORESERVE: libc::c_int = libc::MAP_NORESERVE;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const NORESERVE: libc::c_int = 0;
 
 /// Rounds `x` up to a multiple of [`ALIGN`].
 pub fn align_up(x: u64) -> u64 {
@@ -24,7 +30,9 @@ pub fn align_down(x: u64) -> u64 {
     x / ALIGN * ALIGN
 }
 
-/// A page-aligned arena of `n_slots` slots of `slot_size` bytes.
+/// A page-aligned arena of `n_slots` slots of `slot_size` bytes, of which the first `active`
+/// are in use at open: the rest is reserved address space (no memory until written), so the
+/// pool can grow while a model is loaded.
 pub struct SlotPool {
     base: *mut u8,
     slot_size: usize,
@@ -32,9 +40,10 @@ pub struct SlotPool {
     len: usize,
     locked: bool,
     lock_note: Option<String>,
-    /// Set once io_uring holds the pages as fixed buffers: the kernel keeps writing to the
-    /// pinned physical pages, so they must never be dropped with `madvise`.
-    registered: AtomicBool,
+    /// Leading slots io_uring holds as fixed buffers: the kernel keeps writing to their
+    /// pinned physical pages, so those must never be dropped with `madvise`.
+    registered: AtomicUsize,
+    active_at_open: usize,
 }
 
 // SAFETY: the arena is plain memory owned by the pool; all access to slot contents goes
@@ -48,6 +57,36 @@ impl SlotPool {
     /// Maps the arena; when `mlock`, pins it if `RLIMIT_MEMLOCK` allows (otherwise the pool
     /// stays pageable and [`SlotPool::lock_note`] says why).
     pub fn new(slot_size: usize, n_slots: usize, mlock: bool) -> Result<SlotPool> {
+        SlotPool::with_capacity(slot_size, n_slots, n_slots, mlock)
+    }
+
+    /// Reserves `capacity` slots and pins the first `active` (see [`SlotPool::new`]). Where the
+    /// platform refuses the reservation (a small address space), only `active` are mapped.
+    pub fn with_capacity(
+        slot_size: usize,
+        capacity: usize,
+        active: usize,
+        mlock: bool,
+    ) -> Result<SlotPool> {
+        let active = active.min(capacity);
+        let mut pool = match SlotPool::map(slot_size, capacity) {
+            Ok(p) => p,
+            Err(_) if active < capacity => SlotPool::map(slot_size, active)?,
+            Err(e) => return Err(e),
+        };
+        pool.active_at_open = active.min(pool.n_slots);
+        if mlock {
+            match pool.try_mlock(active) {
+                Ok(()) => pool.locked = true,
+                Err(why) => pool.lock_note = Some(why),
+            }
+        } else {
+            pool.lock_note = Some("mlock disabled by configuration".into());
+        }
+        Ok(pool)
+    }
+
+    fn map(slot_size: usize, n_slots: usize) -> Result<SlotPool> {
         if slot_size == 0 || slot_size as u64 % ALIGN != 0 || n_slots == 0 {
             return Err(Error::InvalidArgument(format!(
                 "pool needs at least one slot of a positive multiple of {ALIGN} bytes \
@@ -64,7 +103,7 @@ impl SlotPool {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANON,
+                libc::MAP_PRIVATE | libc::MAP_ANON | NORESERVE,
                 -1,
                 0,
             )
@@ -78,29 +117,22 @@ impl SlotPool {
                 )),
             ));
         }
-        let mut pool = SlotPool {
+        Ok(SlotPool {
             base: base.cast(),
             slot_size,
             n_slots,
             len,
             locked: false,
             lock_note: None,
-            registered: AtomicBool::new(false),
-        };
-        if mlock {
-            match pool.try_mlock() {
-                Ok(()) => pool.locked = true,
-                Err(why) => pool.lock_note = Some(why),
-            }
-        } else {
-            pool.lock_note = Some("mlock disabled by configuration".into());
-        }
-        Ok(pool)
+            registered: AtomicUsize::new(0),
+            active_at_open: n_slots,
+        })
     }
 
     /// Checks `RLIMIT_MEMLOCK` first (a failed `mlock` of a large region can be slow, and on
-    /// Android the limit is 64 KiB), then pins the arena.
-    fn try_mlock(&self) -> std::result::Result<(), String> {
+    /// Android the limit is 64 KiB), then pins the first `active` slots.
+    fn try_mlock(&self, active: usize) -> std::result::Result<(), String> {
+        let len = active.min(self.n_slots) * self.slot_size;
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -116,21 +148,18 @@ impl SlotPool {
         // SAFETY: geteuid has no preconditions.
         let privileged = unsafe { libc::geteuid() } == 0;
         // Root has CAP_IPC_LOCK, which bypasses the limit.
-        if lim.rlim_cur != libc::RLIM_INFINITY
-            && rlim_u64(lim.rlim_cur) < self.len as u64
-            && !privileged
+        if lim.rlim_cur != libc::RLIM_INFINITY && rlim_u64(lim.rlim_cur) < len as u64 && !privileged
         {
             return Err(format!(
-                "RLIMIT_MEMLOCK is {} bytes, the pool needs {}; the pool stays pageable",
-                lim.rlim_cur, self.len
+                "RLIMIT_MEMLOCK is {} bytes, the pool needs {len}; the pool stays pageable",
+                lim.rlim_cur
             ));
         }
-        // SAFETY: the range is exactly our live mapping.
-        let rc = unsafe { libc::mlock(self.base.cast(), self.len) };
+        // SAFETY: the range is a prefix of our live mapping.
+        let rc = unsafe { libc::mlock(self.base.cast(), len) };
         if rc != 0 {
             return Err(format!(
-                "mlock of {} bytes failed: {}; the pool stays pageable",
-                self.len,
+                "mlock of {len} bytes failed: {}; the pool stays pageable",
                 io::Error::last_os_error()
             ));
         }
@@ -170,13 +199,20 @@ impl SlotPool {
     }
 
     /// Records that the kernel pinned the arena (io_uring fixed buffers).
-    pub fn mark_registered(&self) {
-        self.registered.store(true, Ordering::SeqCst);
+    /// Slots in use when the pool was made.
+    pub fn active_at_open(&self) -> usize {
+        self.active_at_open
     }
 
-    /// Whether [`SlotPool::release`] can give memory back (not while io_uring pins it).
-    pub fn can_release(&self) -> bool {
-        !self.registered.load(Ordering::SeqCst)
+    /// Records that io_uring now holds slots `0..n` (and no others) as fixed buffers.
+    pub fn set_registered(&self, n: usize) {
+        self.registered.store(n, Ordering::SeqCst);
+    }
+
+    /// Whether [`SlotPool::release`] can give the memory of slots from `first` on back (not
+    /// while io_uring pins them).
+    pub fn can_release(&self, first: usize) -> bool {
+        first >= self.registered.load(Ordering::SeqCst)
     }
 
     /// Pointer to `len` bytes at `offset` inside `slot`, or `None` when out of range.
@@ -208,7 +244,7 @@ impl SlotPool {
         };
         let count = count.min(self.n_slots - first);
         let len = count * self.slot_size;
-        if len == 0 || !self.can_release() {
+        if len == 0 || !self.can_release(first) {
             return;
         }
         // SAFETY: the range lies inside our mapping (checked above) and is page aligned (slot

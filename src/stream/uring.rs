@@ -32,6 +32,9 @@ struct Op {
 struct Ring {
     ring: IoUring,
     fixed_file: bool,
+    /// Slots `0..registered` are fixed buffers; reads into others are plain reads.
+    registered: usize,
+    /// Whether the kernel took fixed buffers at open (if not, never try again).
     fixed_buffers: bool,
     depth: usize,
     inflight: HashMap<u64, Op>,
@@ -84,40 +87,20 @@ impl UringBackend {
                 false
             }
         };
-        let fixed_buffers = if pool.n_slots() > MAX_FIXED_BUFFERS {
+        let active = pool.active_at_open();
+        let registered = if active > MAX_FIXED_BUFFERS {
             notes.push(format!(
-                "{} slots exceed io_uring's {MAX_FIXED_BUFFERS} fixed buffers; plain reads",
-                pool.n_slots()
+                "{active} slots exceed io_uring's {MAX_FIXED_BUFFERS} fixed buffers; plain reads"
             ));
-            false
+            0
         } else {
-            let iovecs: Vec<libc::iovec> = (0..pool.n_slots())
-                .map(|s| libc::iovec {
-                    iov_base: pool
-                        .ptr(s, 0, pool.slot_size())
-                        .expect("slot in range")
-                        .cast(),
-                    iov_len: pool.slot_size(),
-                })
-                .collect();
-            // SAFETY: every iovec covers one slot of the pool, which stays mapped for as long
-            // as the ring exists (the backend holds an Arc to the pool through `target`, and
-            // the ring, dropped first, unregisters the buffers).
-            match unsafe { ring.submitter().register_buffers(&iovecs) } {
-                Ok(()) => {
-                    pool.mark_registered();
-                    notes.push(
-                        "the pool is registered with io_uring: lowering it evicts experts but \
-                         keeps its memory pinned"
-                            .into(),
-                    );
-                    true
-                }
+            match register(&ring, &pool, active) {
+                Ok(()) => active,
                 Err(e) => {
                     notes.push(format!(
                         "io_uring refused to register the pool as fixed buffers ({e}); plain reads"
                     ));
-                    false
+                    0
                 }
             }
         };
@@ -128,7 +111,8 @@ impl UringBackend {
                 ring: Mutex::new(Ring {
                     ring,
                     fixed_file,
-                    fixed_buffers,
+                    registered,
+                    fixed_buffers: registered > 0,
                     depth,
                     inflight: HashMap::new(),
                     pending: VecDeque::new(),
@@ -140,13 +124,31 @@ impl UringBackend {
     }
 }
 
+/// Registers slots `0..n` of `pool` as the ring's fixed buffers.
+fn register(ring: &IoUring, pool: &SlotPool, n: usize) -> io::Result<()> {
+    let iovecs: Vec<libc::iovec> = (0..n)
+        .filter_map(|s| pool.ptr(s, 0, pool.slot_size()))
+        .map(|p| libc::iovec {
+            iov_base: p.cast(),
+            iov_len: pool.slot_size(),
+        })
+        .collect();
+    // SAFETY: every iovec covers one slot of the pool, which stays mapped for as long as the
+    // ring exists (the backend holds an Arc to the pool through `target`, and the ring,
+    // dropped first, unregisters the buffers).
+    unsafe { ring.submitter().register_buffers(&iovecs) }?;
+    pool.set_registered(n);
+    Ok(())
+}
+
 impl Ring {
     /// Pushes one SQE for the unread remainder of `op`. Returns false when the queue is full.
     fn push(&mut self, op: &Op, fd: i32) -> bool {
         let dst = (op.dst + op.done) as *mut u8;
         let len = (op.req.len - op.done) as u32;
         let offset = op.req.offset + op.done as u64;
-        let entry = match (self.fixed_file, self.fixed_buffers) {
+        let fixed_buffer = op.req.slot < self.registered;
+        let entry = match (self.fixed_file, fixed_buffer) {
             (true, true) => opcode::ReadFixed::new(types::Fixed(0), dst, len, op.req.slot as u16)
                 .offset(offset)
                 .build(),
@@ -281,6 +283,25 @@ impl Backend for UringBackend {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    fn resize(&self, active: usize) {
+        let mut r = self.ring.lock();
+        let n = active.min(MAX_FIXED_BUFFERS);
+        if !r.fixed_buffers || n == r.registered {
+            return;
+        }
+        // The kernel keeps buffers that reads in flight use until those complete (or waits for
+        // them), so replacing the table is safe with reads outstanding; holding the ring lock
+        // keeps new reads from being pushed against the old table meanwhile.
+        if r.ring.submitter().unregister_buffers().is_err() {
+            return;
+        }
+        r.registered = 0;
+        self.target.pool.set_registered(0);
+        if register(&r.ring, &self.target.pool, n).is_ok() {
+            r.registered = n;
         }
     }
 
