@@ -78,6 +78,11 @@ struct ModelArgs {
     /// Kernel threads (0: one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Lower precision on a miss (HOBBIT): a routed expert that is not cached, is not the
+    /// token's top-1 and has less than this share of the token's top-k gate weight is read
+    /// from its low-precision copy (a file converted with --low-expert-type). Default: off.
+    #[arg(long, value_name = "F")]
+    low_precision_threshold: Option<f32>,
     /// Set by the command: tokens of KV cache the budget reserves.
     #[arg(skip)]
     context_length: Option<usize>,
@@ -111,6 +116,7 @@ impl ModelArgs {
                 backend,
                 threads: self.threads,
                 context_length: self.context_length,
+                low_precision_threshold: self.low_precision_threshold,
                 ..Default::default()
             },
         )?;
@@ -449,6 +455,10 @@ struct ConvertArgs {
     /// `edgemoe.bitwidth.*` metadata.
     #[arg(long)]
     expert_types: Option<PathBuf>,
+    /// Also store every expert at this lower type (e.g. q4_0, q2_k), after the others, for
+    /// lower precision on a miss (`--low-precision-threshold` when running).
+    #[arg(long)]
+    low_expert_type: Option<String>,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -610,6 +620,17 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
                 human(s.read_bandwidth() as u64),
                 s.io_wait.as_secs_f64()
             );
+            if model.low_precision_threshold.is_some() {
+                eprintln!(
+                    "lower precision on a miss (threshold {}): {} of {} fetches ({:.1}%) at low precision, {} low-precision reads, saved {} of reads",
+                    model.low_precision_threshold.unwrap_or(0.0),
+                    s.low_gets,
+                    s.gets,
+                    100.0 * s.low_gets as f64 / s.gets.max(1) as f64,
+                    s.low_reads,
+                    human(s.low_bytes_saved)
+                );
+            }
         }
     }
     Ok(())
@@ -686,6 +707,11 @@ fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
     let opts = ConvertOptions {
         matrix_type: a.ty.as_deref().map(GgmlType::from_name).transpose()?,
         overrides,
+        low_expert_type: a
+            .low_expert_type
+            .as_deref()
+            .map(GgmlType::from_name)
+            .transpose()?,
         progress: !a.quiet,
         ..Default::default()
     };
@@ -703,6 +729,12 @@ fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
         human(report.bytes_written),
         human(report.expert_bytes)
     );
+    if report.low_expert_bytes > 0 {
+        eprintln!(
+            "low-precision expert copies: {}",
+            human(report.low_expert_bytes)
+        );
+    }
     report_fallbacks(&report.fallbacks);
     Ok(())
 }
@@ -919,6 +951,15 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
         println!(
             "expert types  gate {}, up {}, down {}",
             loc.gate.ty, loc.up.ty, loc.down.ty
+        );
+    }
+    if let Some(ty) = model.directory.low_precision_type() {
+        let low = model.directory.low_precision_bytes();
+        let max_low = model.directory.iter_low().map(|e| e.bytes()).max();
+        println!(
+            "low precision {ty} copies of every expert: {} ({} per expert), for --low-precision-threshold",
+            human(low),
+            human(max_low.unwrap_or(0))
         );
     }
     if let Some(table) = ExpertTypes::from_gguf(&file.header, &a.model)? {
