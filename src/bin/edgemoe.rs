@@ -11,7 +11,7 @@ use edgemoe::convert::{
 use std::sync::Arc;
 
 use edgemoe::engine::generate::{generate, GenerateParams};
-use edgemoe::engine::perplexity::perplexity;
+use edgemoe::engine::perplexity::perplexity_with;
 use edgemoe::engine::{Backend, LoadOptions, Model, Session};
 use edgemoe::format::GgufFile;
 use edgemoe::sampling::SamplerParams;
@@ -253,6 +253,14 @@ struct PerplexityArgs {
     model: ModelArgs,
     #[command(flatten)]
     text: TextArgs,
+    /// Evaluate each window one token at a time, as decoding does (same logits; needed to
+    /// measure lower precision on a miss, which a batch rarely triggers: in a window every
+    /// expert is some token's top-1).
+    #[arg(long)]
+    token_by_token: bool,
+    /// Print expert-streaming figures at the end.
+    #[arg(long)]
+    stats: bool,
 }
 
 /// A progress bar over the windows of a measurement.
@@ -643,14 +651,31 @@ fn run_perplexity(mut a: PerplexityArgs) -> edgemoe::Result<()> {
     let (ctx, stride) = (a.text.ctx, a.text.stride());
     let windows = edgemoe::engine::perplexity::plan(ids.len(), ctx, stride)?;
     let bar = window_bar("perplexity", windows.len());
-    let r = perplexity(&model, &ids, ctx, stride, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let r = perplexity_with(
+        &model,
+        &ids,
+        ctx,
+        stride,
+        a.token_by_token,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
     println!(
         "perplexity {:.4} ± {:.4} (mean NLL {:.5} ± {:.5}) over {} windows of {ctx} tokens, stride {stride}, {} predictions",
         r.perplexity, r.perplexity_std_error, r.mean_nll, r.nll_std_error, r.windows, r.predictions
     );
+    if let (true, Some(st)) = (a.stats, model.streamed()) {
+        let s = st.stats();
+        eprintln!(
+            "experts: {} fetches, {} cache hits, {} misses, read {}; {} fetches at low precision, saved {}",
+            s.gets,
+            s.hits,
+            s.misses,
+            human(s.bytes_read),
+            s.low_gets,
+            human(s.low_bytes_saved)
+        );
+    }
     Ok(())
 }
 
