@@ -254,3 +254,19 @@ fn bad_options_are_typed_errors() {
     ));
     let _ = std::fs::remove_file(out);
 }
+
+#[test]
+fn token_by_token_perplexity_equals_the_batched_one() {
+    use edgemoe::engine::perplexity::perplexity_with;
+    let model = Arc::new(Model::load(&converted(None)).unwrap());
+    let ids: Vec<u32> = reference(FAMILY)
+        .prompts
+        .iter()
+        .flat_map(|p| p.ids.iter().copied())
+        .collect();
+    let ctx = 8.min(ids.len());
+    let batched = perplexity_with(&model, &ids, ctx, 4, false, &mut |_, _| {}).unwrap();
+    let stepped = perplexity_with(&model, &ids, ctx, 4, true, &mut |_, _| {}).unwrap();
+    assert_eq!(batched, stepped);
+    assert!(batched.predictions > 0);
+}
