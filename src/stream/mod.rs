@@ -347,6 +347,7 @@ impl State {
 
     /// Marks `slot` as loading `key` and returns the reads to submit.
     fn start_load(&mut self, slot: usize, key: usize, plan: &Plan) -> Vec<ReadRequest> {
+        self.drop_low_copy(key);
         let mut reqs = Vec::with_capacity(plan.reads.len());
         for &(offset, len, slot_offset) in &plan.reads {
             let tag = self.next_tag;
@@ -373,6 +374,20 @@ impl State {
         s.error = None;
         self.map[key] = slot as u32;
         reqs
+    }
+
+    /// Frees the slot of the low-precision copy of `key`'s expert when its high-precision copy
+    /// is being loaded: a cached high copy serves every later request, so the low one is dead
+    /// weight in the cache.
+    fn drop_low_copy(&mut self, key: usize) {
+        if key >= self.n_keys || self.map.len() <= self.n_keys {
+            return;
+        }
+        if let Some(s) = self.lookup(key + self.n_keys) {
+            if self.slots[s].pins == 0 && self.slots[s].phase == Phase::Ready {
+                self.evict(s);
+            }
+        }
     }
 
     /// Records the completion of one read.
