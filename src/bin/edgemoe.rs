@@ -14,7 +14,7 @@ use edgemoe::convert::{
 use std::sync::Arc;
 
 use edgemoe::engine::generate::{generate, GenerateParams};
-use edgemoe::engine::perplexity::perplexity;
+use edgemoe::engine::perplexity::perplexity_with;
 use edgemoe::engine::{Backend, LoadOptions, Model, Session};
 use edgemoe::format::GgufFile;
 use edgemoe::sampling::SamplerParams;
@@ -81,6 +81,11 @@ struct ModelArgs {
     /// Kernel threads (0: one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Lower precision on a miss (HOBBIT): a routed expert that is not cached, is not the
+    /// token's top-1 and has less than this share of the token's top-k gate weight is read
+    /// from its low-precision copy (a file converted with --low-expert-type). Default: off.
+    #[arg(long, value_name = "F")]
+    low_precision_threshold: Option<f32>,
     /// Set by the command: tokens of KV cache the budget reserves.
     #[arg(skip)]
     context_length: Option<usize>,
@@ -118,6 +123,7 @@ impl ModelArgs {
                 backend,
                 threads: self.threads,
                 context_length: self.context_length,
+                low_precision_threshold: self.low_precision_threshold,
                 ..Default::default()
             },
         )?;
@@ -254,6 +260,14 @@ struct PerplexityArgs {
     model: ModelArgs,
     #[command(flatten)]
     text: TextArgs,
+    /// Evaluate each window one token at a time, as decoding does (same logits; needed to
+    /// measure lower precision on a miss, which a batch rarely triggers: in a window every
+    /// expert is some token's top-1).
+    #[arg(long)]
+    token_by_token: bool,
+    /// Print expert-streaming figures at the end.
+    #[arg(long)]
+    stats: bool,
 }
 
 /// A progress bar over the windows of a measurement.
@@ -456,6 +470,10 @@ struct ConvertArgs {
     /// `edgemoe.bitwidth.*` metadata.
     #[arg(long)]
     expert_types: Option<PathBuf>,
+    /// Also store every expert at this lower type (e.g. q4_0, q2_k), after the others, for
+    /// lower precision on a miss (`--low-precision-threshold` when running).
+    #[arg(long)]
+    low_expert_type: Option<String>,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -631,6 +649,17 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
                 human(s.read_bandwidth() as u64),
                 s.io_wait.as_secs_f64()
             );
+            if model.low_precision_threshold.is_some() {
+                eprintln!(
+                    "lower precision on a miss (threshold {}): {} of {} fetches ({:.1}%) at low precision, {} low-precision reads, saved {} of reads",
+                    model.low_precision_threshold.unwrap_or(0.0),
+                    s.low_gets,
+                    s.gets,
+                    100.0 * s.low_gets as f64 / s.gets.max(1) as f64,
+                    s.low_reads,
+                    human(s.low_bytes_saved)
+                );
+            }
         }
     }
     Ok(())
@@ -643,14 +672,31 @@ fn run_perplexity(mut a: PerplexityArgs) -> edgemoe::Result<()> {
     let (ctx, stride) = (a.text.ctx, a.text.stride());
     let windows = edgemoe::engine::perplexity::plan(ids.len(), ctx, stride)?;
     let bar = window_bar("perplexity", windows.len());
-    let r = perplexity(&model, &ids, ctx, stride, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let r = perplexity_with(
+        &model,
+        &ids,
+        ctx,
+        stride,
+        a.token_by_token,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
     println!(
         "perplexity {:.4} ± {:.4} (mean NLL {:.5} ± {:.5}) over {} windows of {ctx} tokens, stride {stride}, {} predictions",
         r.perplexity, r.perplexity_std_error, r.mean_nll, r.nll_std_error, r.windows, r.predictions
     );
+    if let (true, Some(st)) = (a.stats, model.streamed()) {
+        let s = st.stats();
+        eprintln!(
+            "experts: {} fetches, {} cache hits, {} misses, read {}; {} fetches at low precision, saved {}",
+            s.gets,
+            s.hits,
+            s.misses,
+            human(s.bytes_read),
+            s.low_gets,
+            human(s.low_bytes_saved)
+        );
+    }
     Ok(())
 }
 
@@ -707,6 +753,11 @@ fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
     let opts = ConvertOptions {
         matrix_type: a.ty.as_deref().map(GgmlType::from_name).transpose()?,
         overrides,
+        low_expert_type: a
+            .low_expert_type
+            .as_deref()
+            .map(GgmlType::from_name)
+            .transpose()?,
         progress: !a.quiet,
         ..Default::default()
     };
@@ -724,6 +775,12 @@ fn run_convert(a: ConvertArgs) -> edgemoe::Result<()> {
         human(report.bytes_written),
         human(report.expert_bytes)
     );
+    if report.low_expert_bytes > 0 {
+        eprintln!(
+            "low-precision expert copies: {}",
+            human(report.low_expert_bytes)
+        );
+    }
     report_fallbacks(&report.fallbacks);
     Ok(())
 }
@@ -940,6 +997,15 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
         println!(
             "expert types  gate {}, up {}, down {}",
             loc.gate.ty, loc.up.ty, loc.down.ty
+        );
+    }
+    if let Some(ty) = model.directory.low_precision_type() {
+        let low = model.directory.low_precision_bytes();
+        let max_low = model.directory.iter_low().map(|e| e.bytes()).max();
+        println!(
+            "low precision {ty} copies of every expert: {} ({} per expert), for --low-precision-threshold",
+            human(low),
+            human(max_low.unwrap_or(0))
         );
     }
     if let Some(table) = ExpertTypes::from_gguf(&file.header, &a.model)? {

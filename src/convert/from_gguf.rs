@@ -32,7 +32,8 @@ pub(super) fn convert(
         }
     };
     for t in &file.header.tensors {
-        if is_expert(&t.name) {
+        // Low-precision copies are made again from the experts (or dropped).
+        if is_expert(&t.name) || crate::engine::experts::is_low_precision_name(&t.name) {
             continue;
         }
         let role = if t.dims.len() == 1 || t.name.contains("ffn_gate_inp") {

@@ -3,7 +3,10 @@
 //!
 //! The layout: `general.alignment = 4096`; every non-expert tensor first (the part that stays
 //! resident), then for each layer and expert the three matrices `blk.L.ffn_{gate,up,down}.E`
-//! back to back, so one aligned read returns a whole expert.
+//! back to back, so one aligned read returns a whole expert. With a low-precision type
+//! ([`ConvertOptions::low_expert_type`]), a second copy of every expert follows, packed the
+//! same way under `blk.L.ffn_{gate,up,down}.E.low.weight`, its type in
+//! `edgemoe.low_precision.type` (read on a cache miss: lower precision on a miss, HOBBIT).
 
 pub mod calibrate;
 pub mod expert_types;
@@ -38,6 +41,10 @@ pub struct ConvertOptions {
     /// matrices (not norms, biases or routers) and yield to `expert_types`. A pattern that
     /// matches no matrix is an error (a typo would otherwise go unnoticed).
     pub overrides: Vec<(String, GgmlType)>,
+    /// Also store every expert at this (lower) type, after the experts at their own type:
+    /// the copies lower precision on a miss reads. Encoded from the source values, not from
+    /// the first copy. Every expert row must be a whole number of its blocks.
+    pub low_expert_type: Option<GgmlType>,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -48,6 +55,7 @@ impl Default for ConvertOptions {
             matrix_type: None,
             expert_types: None,
             overrides: Vec::new(),
+            low_expert_type: None,
             progress: true,
         }
     }
@@ -60,6 +68,8 @@ pub struct ConvertReport {
     pub tensors: usize,
     pub bytes_written: u64,
     pub expert_bytes: u64,
+    /// Bytes of the low-precision expert copies (0 without them).
+    pub low_expert_bytes: u64,
     /// Tensors written as f16 instead of the type asked for, because their rows are not a
     /// whole number of that type's blocks (e.g. K-quants need rows of 256k elements).
     pub fallbacks: Vec<Fallback>,
@@ -280,7 +290,7 @@ fn write(
             })
         })
         .collect();
-    let specs: Vec<TensorSpec> = plan
+    let mut specs: Vec<TensorSpec> = plan
         .iter()
         .zip(&types)
         .map(|(p, &ty)| TensorSpec {
@@ -289,13 +299,51 @@ fn write(
             ty,
         })
         .collect();
+    // The low-precision copies: (index of the expert matrix in `plan`, its type), written
+    // after everything else in the same layer/expert order, so each copy is one read too.
+    let mut low_copies: Vec<(usize, GgmlType)> = Vec::new();
+    if let Some(low) = opts.low_expert_type {
+        for (i, p) in plan.iter().enumerate() {
+            let Role::Expert(l, e) = p.role else {
+                continue;
+            };
+            if p.dims[0] % low.block_len() as u64 != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "low-precision type {low} needs rows of a multiple of {} values; `{}` has rows of {}",
+                    low.block_len(),
+                    p.name,
+                    p.dims[0]
+                )));
+            }
+            let kind = p
+                .name
+                .split('.')
+                .nth(2)
+                .and_then(|k| k.strip_prefix("ffn_"))
+                .ok_or_else(|| Error::Shape(format!("unexpected expert name `{}`", p.name)))?;
+            specs.push(TensorSpec {
+                name: crate::engine::experts::low_precision_name(l, kind, e),
+                dims: p.dims.clone(),
+                ty: low,
+            });
+            low_copies.push((i, low));
+        }
+        meta.retain(|(k, _)| k != crate::engine::experts::LOW_PRECISION_TYPE_KEY);
+        meta.push((
+            crate::engine::experts::LOW_PRECISION_TYPE_KEY.into(),
+            GgufValue::U32(low as u32),
+        ));
+    }
     let mut total = 0u64;
     let mut expert_bytes = 0u64;
-    for (s, p) in specs.iter().zip(&plan) {
+    let mut low_expert_bytes = 0u64;
+    for (i, s) in specs.iter().enumerate() {
         let size = s.size()?;
         total += size;
-        if matches!(p.role, Role::Expert(..)) {
-            expert_bytes += size;
+        match plan.get(i).map(|p| p.role) {
+            Some(Role::Expert(..)) => expert_bytes += size,
+            Some(_) => {}
+            None => low_expert_bytes += size,
         }
     }
     let bar = if opts.progress {
@@ -326,6 +374,23 @@ fn write(
         writer.write_tensor(&bytes)?;
         bar.inc(bytes.len() as u64);
     }
+    for (&(i, ty), spec) in low_copies.iter().zip(&specs[plan.len()..]) {
+        let p = &plan[i];
+        bar.set_message(spec.name.clone());
+        let row = spec.dims[0] as usize;
+        let bytes = match (p.produce)()? {
+            Payload::Raw(raw) if ty == p.source_type => raw,
+            Payload::Raw(raw) => {
+                let n = spec.dims.iter().product::<u64>() as usize;
+                let mut values = vec![0f32; n];
+                decode_rows(p.source_type, &raw, row, &mut values)?;
+                encode_rows(ty, &values, row)?
+            }
+            Payload::F32(values) => encode_rows(ty, &values, row)?,
+        };
+        writer.write_tensor(&bytes)?;
+        bar.inc(bytes.len() as u64);
+    }
     writer.finish()?;
     bar.finish_and_clear();
     Ok(ConvertReport {
@@ -333,6 +398,7 @@ fn write(
         tensors: n_tensors,
         bytes_written: std::fs::metadata(output).map(|m| m.len()).unwrap_or(0),
         expert_bytes,
+        low_expert_bytes,
         fallbacks,
     })
 }

@@ -55,12 +55,52 @@ impl ExpertLoc {
     }
 }
 
+/// Which stored copy of an expert to use. Files converted with a low-precision type hold a
+/// second copy of every expert (HOBBIT: a missed expert with a small gate weight is read at
+/// the low precision, a smaller read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// The expert's own type (every file has it).
+    High,
+    /// The low-precision copy (`blk.L.ffn_{gate,up,down}.E.low.weight`).
+    Low,
+}
+
+/// Metadata key holding the ggml type id of the low-precision expert copies; present exactly
+/// when the file has them.
+pub const LOW_PRECISION_TYPE_KEY: &str = "edgemoe.low_precision.type";
+
+/// Name of a low-precision copy: the packed layout's expert name with `.low` before
+/// `.weight`, e.g. `blk.3.ffn_up.7.low.weight`.
+pub fn low_precision_name(layer: usize, kind: &str, expert: usize) -> String {
+    format!("blk.{layer}.ffn_{kind}.{expert}.low.weight")
+}
+
+/// Whether `name` is a low-precision expert copy (see [`low_precision_name`]).
+pub fn is_low_precision_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() == 6
+        && parts[0] == "blk"
+        && parts[2].starts_with("ffn_")
+        && parts[3].parse::<usize>().is_ok()
+        && parts[4] == "low"
+        && parts[5] == "weight"
+}
+
+/// The low-precision copies of every expert.
+#[derive(Clone, Debug)]
+struct LowCopies {
+    ty: GgmlType,
+    entries: Vec<ExpertLoc>,
+}
+
 /// Every expert's location, computed at load from the tensor directory.
 #[derive(Clone, Debug)]
 pub struct ExpertDirectory {
     pub n_layers: usize,
     pub n_experts: usize,
     entries: Vec<ExpertLoc>,
+    low: Option<LowCopies>,
 }
 
 impl ExpertDirectory {
@@ -122,11 +162,105 @@ impl ExpertDirectory {
                 });
             }
         }
+        let low = Self::low_copies(h, cfg, path)?;
         Ok(ExpertDirectory {
             n_layers: cfg.n_layers,
             n_experts: cfg.n_experts,
             entries,
+            low,
         })
+    }
+
+    /// The low-precision copies, when [`LOW_PRECISION_TYPE_KEY`] says the file has them:
+    /// every one must exist with the expert's shape and the declared type.
+    fn low_copies(h: &GgufHeader, cfg: &ModelConfig, path: &Path) -> Result<Option<LowCopies>> {
+        let Some(v) = h.get(LOW_PRECISION_TYPE_KEY) else {
+            if let Some(t) = h.tensors.iter().find(|t| is_low_precision_name(&t.name)) {
+                return Err(Error::invalid_file(
+                    path,
+                    format!(
+                        "tensor `{}` is a low-precision expert copy but `{LOW_PRECISION_TYPE_KEY}` is missing",
+                        t.name
+                    ),
+                ));
+            }
+            return Ok(None);
+        };
+        let ty = v
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .and_then(GgmlType::from_id)
+            .ok_or_else(|| {
+                Error::invalid_file(
+                    path,
+                    format!("`{LOW_PRECISION_TYPE_KEY}` is not a known ggml type id: {v:?}"),
+                )
+            })?;
+        let (hid, ffn) = (cfg.hidden, cfg.expert_ffn);
+        let mut entries = Vec::with_capacity(cfg.n_layers * cfg.n_experts);
+        for l in 0..cfg.n_layers {
+            for e in 0..cfg.n_experts {
+                let loc = |kind: &str, rows: usize, cols: usize| -> Result<MatrixLoc> {
+                    let name = low_precision_name(l, kind, e);
+                    let t = h.tensor(&name).ok_or_else(|| {
+                        Error::invalid_file(path, format!("missing tensor `{name}`"))
+                    })?;
+                    if t.dims != [cols as u64, rows as u64] || t.ty != ty {
+                        return Err(Error::invalid_file(
+                            path,
+                            format!(
+                                "`{name}` is {} {:?}, expected {ty} [{cols}, {rows}]",
+                                t.ty, t.dims
+                            ),
+                        ));
+                    }
+                    Ok(MatrixLoc {
+                        ty,
+                        rows,
+                        cols,
+                        offset: t.offset,
+                        len: t.size,
+                    })
+                };
+                entries.push(ExpertLoc {
+                    gate: loc("gate", ffn, hid)?,
+                    up: loc("up", ffn, hid)?,
+                    down: loc("down", hid, ffn)?,
+                });
+            }
+        }
+        Ok(Some(LowCopies { ty, entries }))
+    }
+
+    /// The type of the low-precision copies, when the file has them.
+    pub fn low_precision_type(&self) -> Option<GgmlType> {
+        self.low.as_ref().map(|l| l.ty)
+    }
+
+    /// The location of one expert's copy at `precision`; an error for [`Precision::Low`] when
+    /// the file has no low-precision copies.
+    pub fn get_at(&self, layer: usize, expert: usize, precision: Precision) -> Result<&ExpertLoc> {
+        let loc = self.get(layer, expert)?;
+        match precision {
+            Precision::High => Ok(loc),
+            Precision::Low => self
+                .low
+                .as_ref()
+                .map(|low| &low.entries[layer * self.n_experts + expert])
+                .ok_or_else(|| {
+                    Error::InvalidArgument("the model has no low-precision expert copies".into())
+                }),
+        }
+    }
+
+    /// The low-precision copies, layer-major (empty when the file has none).
+    pub fn iter_low(&self) -> impl Iterator<Item = &ExpertLoc> {
+        self.low.iter().flat_map(|l| l.entries.iter())
+    }
+
+    /// Bytes of the low-precision copies (0 when the file has none).
+    pub fn low_precision_bytes(&self) -> u64 {
+        self.iter_low().map(ExpertLoc::bytes).sum()
     }
 
     /// The location of expert `expert` of layer `layer`.
@@ -145,7 +279,7 @@ impl ExpertDirectory {
         self.entries.iter()
     }
 
-    /// Bytes of all experts.
+    /// Bytes of all experts (their own type; low-precision copies not included).
     pub fn total_bytes(&self) -> u64 {
         self.entries.iter().map(ExpertLoc::bytes).sum()
     }
@@ -225,6 +359,57 @@ pub trait ExpertSource: Send + Sync {
         self.prefetch(layer, experts)
     }
 
+    /// [`ExpertSource::request`] for the copies at `precision`.
+    fn request_at(&self, layer: usize, experts: &[usize], precision: Precision) {
+        match precision {
+            Precision::High => self.request(layer, experts),
+            Precision::Low => self.prefetch_at(layer, experts, precision),
+        }
+    }
+
+    /// Whether [`Precision::Low`] copies can be fetched.
+    fn has_low_precision(&self) -> bool {
+        false
+    }
+
+    /// Whether the expert's high-precision copy is in memory or being read, so fetching it
+    /// costs no new read. Sources without a cache hold every expert.
+    fn is_cached(&self, _layer: usize, _expert: usize) -> bool {
+        true
+    }
+
+    /// [`ExpertSource::is_ready`] for the copy at `precision`.
+    fn is_ready_at(&self, layer: usize, expert: usize, precision: Precision) -> bool {
+        match precision {
+            Precision::High => self.is_ready(layer, expert),
+            Precision::Low => false,
+        }
+    }
+
+    /// [`ExpertSource::get_or_cancel`] for the copy at `precision`.
+    fn get_at_or_cancel(
+        &self,
+        layer: usize,
+        expert: usize,
+        precision: Precision,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<ExpertView<'_>> {
+        match precision {
+            Precision::High => self.get_or_cancel(layer, expert, cancel),
+            Precision::Low => Err(Error::InvalidArgument(format!(
+                "the `{}` expert source has no low-precision copies",
+                self.name()
+            ))),
+        }
+    }
+
+    /// [`ExpertSource::prefetch`] for the copies at `precision`.
+    fn prefetch_at(&self, layer: usize, experts: &[usize], precision: Precision) {
+        if precision == Precision::High {
+            self.prefetch(layer, experts)
+        }
+    }
+
     /// A short name for reports (`resident`, `streamed`, ...).
     fn name(&self) -> &'static str;
 
@@ -249,6 +434,25 @@ impl ResidentExperts {
 impl ExpertSource for ResidentExperts {
     fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
         let loc = self.directory.get(layer, expert)?;
+        ExpertView::new(loc, 0, self.file.bytes(), None)
+    }
+
+    fn has_low_precision(&self) -> bool {
+        self.directory.low_precision_type().is_some()
+    }
+
+    fn is_ready_at(&self, _layer: usize, _expert: usize, _precision: Precision) -> bool {
+        true
+    }
+
+    fn get_at_or_cancel(
+        &self,
+        layer: usize,
+        expert: usize,
+        precision: Precision,
+        _cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<ExpertView<'_>> {
+        let loc = self.directory.get_at(layer, expert, precision)?;
         ExpertView::new(loc, 0, self.file.bytes(), None)
     }
 

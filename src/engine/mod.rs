@@ -11,6 +11,6 @@ pub mod session;
 
 pub use arch::Family;
 pub use config::ModelConfig;
-pub use experts::{ExpertDirectory, ExpertSource, ExpertView};
+pub use experts::{ExpertDirectory, ExpertSource, ExpertView, Precision};
 pub use model::{Backend, BudgetPlan, LoadOptions, Model};
 pub use session::{CancelHandle, PredictionStats, Routing, RoutingObserver, RoutingTrace, Session};

@@ -50,6 +50,10 @@ pub struct Model {
     pub output: Option<Matrix>,
     pub directory: Arc<ExpertDirectory>,
     pub experts: Box<dyn ExpertSource>,
+    /// Lower precision on a miss (HOBBIT): a routed expert that is not cached, is not the
+    /// token's top-1 and has a normalised gate weight below this share of the token's top-k
+    /// weight mass is read and computed from its low-precision copy. `None`: off.
+    pub low_precision_threshold: Option<f32>,
     pub file: Arc<GgufFile>,
     /// Bytes of weights held in memory outside the expert source.
     pub resident_bytes: u64,
@@ -93,6 +97,9 @@ pub struct LoadOptions<'a> {
     pub context_length: Option<usize>,
     /// Called with the fraction loaded; returning false cancels the load.
     pub progress: Option<&'a mut dyn FnMut(f32) -> bool>,
+    /// See [`Model::low_precision_threshold`]; needs a file with low-precision copies
+    /// (`edgemoe convert --low-expert-type`). `None` (the default): off.
+    pub low_precision_threshold: Option<f32>,
 }
 
 impl Default for LoadOptions<'_> {
@@ -105,6 +112,7 @@ impl Default for LoadOptions<'_> {
             policy: crate::stream::PolicyKind::Lru,
             context_length: None,
             progress: None,
+            low_precision_threshold: None,
         }
     }
 }
@@ -143,7 +151,7 @@ impl BudgetPlan {
         context_length: Option<usize>,
     ) -> Result<Self> {
         let c = config;
-        let expert_names = directory.total_bytes();
+        let expert_names = directory.total_bytes() + directory.low_precision_bytes();
         let resident = file
             .header
             .tensors
@@ -348,7 +356,20 @@ impl Model {
         let path = path.as_path();
         let config = ModelConfig::from_gguf(&file.header, path)?;
         let directory = Arc::new(ExpertDirectory::from_gguf(&file.header, &config, path)?);
-        for loc in directory.iter() {
+        if let Some(f) = opts.low_precision_threshold {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(Error::InvalidArgument(format!(
+                    "low-precision threshold {f} is not a share of the gate weight in [0, 1]"
+                )));
+            }
+            if directory.low_precision_type().is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} has no low-precision expert copies (convert it with --low-expert-type)",
+                    path.display()
+                )));
+            }
+        }
+        for loc in directory.iter().chain(directory.iter_low()) {
             for m in [loc.gate, loc.up, loc.down] {
                 if !ops::supported(m.ty) {
                     return Err(Error::Unsupported(format!(
@@ -370,6 +391,7 @@ impl Model {
             let experts = Box::new(ResidentExperts::new(file.clone(), directory.clone()));
             let mut model = Self::build(file, config, directory, experts, opts.progress.take())?;
             model.pool = Arc::new(ThreadPool::new(opts.threads));
+            model.low_precision_threshold = opts.low_precision_threshold;
             return Ok(model);
         };
         let budget = opts.memory_budget.unwrap_or(u64::MAX / 4);
@@ -400,6 +422,7 @@ impl Model {
         model.streamed = Some(streamed);
         model.budget = Some(plan);
         model.pool = Arc::new(ThreadPool::new(opts.threads));
+        model.low_precision_threshold = opts.low_precision_threshold;
         Ok(model)
     }
 
@@ -470,7 +493,7 @@ impl Model {
             .iter()
             .map(|t| t.size)
             .sum::<u64>()
-            .saturating_sub(directory.total_bytes());
+            .saturating_sub(directory.total_bytes() + directory.low_precision_bytes());
         let mut ld = TensorLoader {
             file: &file,
             bytes: 0,
@@ -539,6 +562,7 @@ impl Model {
             output,
             directory,
             experts,
+            low_precision_threshold: None,
             file,
             resident_bytes,
             tokenizer,

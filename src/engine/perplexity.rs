@@ -60,6 +60,21 @@ pub fn for_each_scored(
     progress: &mut dyn FnMut(usize, usize),
     score: &mut dyn FnMut(&Window, usize, &[f32]),
 ) -> Result<()> {
+    for_each_scored_with(model, ids, ctx, windows, false, progress, score)
+}
+
+/// [`for_each_scored`], evaluating each window one token at a time when `token_by_token`
+/// (as decoding does; the logits are bit-identical to a batch, but per-token decisions such
+/// as lower precision on a miss see one token at a time).
+pub fn for_each_scored_with(
+    model: &Arc<Model>,
+    ids: &[u32],
+    ctx: usize,
+    windows: &[Window],
+    token_by_token: bool,
+    progress: &mut dyn FnMut(usize, usize),
+    score: &mut dyn FnMut(&Window, usize, &[f32]),
+) -> Result<()> {
     let vocab = model.config.vocab;
     let mut session = Session::new(model.clone(), Some(ctx))?;
     for (i, w) in windows.iter().enumerate() {
@@ -67,9 +82,19 @@ pub fn for_each_scored(
             Error::InvalidArgument(format!("window at {} runs past the tokens", w.begin))
         })?;
         session.reset();
-        let logits = session.eval(chunk, true)?;
-        for t in w.first..ctx {
-            score(w, t, &logits[(t - 1) * vocab..t * vocab]);
+        if token_by_token {
+            // Token t - 1's logits predict token t.
+            for t in 1..ctx {
+                let logits = session.eval(&chunk[t - 1..t], false)?;
+                if t >= w.first {
+                    score(w, t, logits);
+                }
+            }
+        } else {
+            let logits = session.eval(chunk, true)?;
+            for t in w.first..ctx {
+                score(w, t, &logits[(t - 1) * vocab..t * vocab]);
+            }
         }
         progress(i + 1, windows.len());
     }
@@ -156,11 +181,25 @@ pub fn perplexity(
     stride: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Perplexity> {
+    perplexity_with(model, ids, ctx, stride, false, progress)
+}
+
+/// [`perplexity`], evaluating token by token when `token_by_token` (see
+/// [`for_each_scored_with`]).
+pub fn perplexity_with(
+    model: &Arc<Model>,
+    ids: &[u32],
+    ctx: usize,
+    stride: usize,
+    token_by_token: bool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Perplexity> {
     let windows = plan(ids.len(), ctx, stride)?;
     let mut acc = MeanAccumulator::default();
-    for_each_scored(model, ids, ctx, &windows, progress, &mut |w, t, row| {
+    let score = &mut |w: &Window, t: usize, row: &[f32]| {
         acc.push(log_sum_exp(row) - row[ids[w.begin + t] as usize] as f64);
-    })?;
+    };
+    for_each_scored_with(model, ids, ctx, &windows, token_by_token, progress, score)?;
     Ok(Perplexity::from_nll(&acc, windows.len()))
 }
 

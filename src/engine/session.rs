@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::arch::{QkNorm, RopeStyle};
+use super::experts::Precision;
 use super::model::Model;
 use crate::tensor::ops::{self, matmat, MatvecScratch};
 use crate::{Error, Result};
@@ -72,6 +73,11 @@ struct Scratch {
     router_logits: Vec<f32>,
     routes: Vec<Routing>,
     used: Vec<usize>,
+    /// Per expert of the running layer: computed from its low-precision copy.
+    low: Vec<bool>,
+    /// The used experts to read at high and at low precision.
+    used_high: Vec<usize>,
+    used_low: Vec<usize>,
     /// `(token, slot)` pairs routed to the expert being computed.
     assigned: Vec<(usize, usize)>,
     top: Vec<usize>,
@@ -458,16 +464,58 @@ impl Session {
             used.extend(s.routes[..n].iter().flat_map(|r| r.experts.iter().copied()));
             used.sort_unstable();
             used.dedup();
-            model.experts.request(l, &used);
+            // Lower precision on a miss (HOBBIT): an expert no token needs at high precision
+            // and that is not cached is read from its smaller low-precision copy.
+            s.low.clear();
+            s.low.resize(c.n_experts, false);
+            if let Some(f) = model.low_precision_threshold {
+                if model.experts.has_low_precision() {
+                    for &e in &used {
+                        s.low[e] = low_precision_allowed(&s.routes[..n], e, f)
+                            && !model.experts.is_cached(l, e);
+                    }
+                }
+            }
+            let (mut high, mut low) = (
+                std::mem::take(&mut s.used_high),
+                std::mem::take(&mut s.used_low),
+            );
+            high.clear();
+            low.clear();
+            for &e in &used {
+                if s.low[e] {
+                    low.push(e);
+                } else {
+                    high.push(e);
+                }
+            }
+            model.experts.request(l, &high);
+            if !low.is_empty() {
+                model.experts.request_at(l, &low, Precision::Low);
+            }
+            (s.used_high, s.used_low) = (high, low);
             self.check_prediction(l, &used);
             self.look_ahead(model, l, x, n, &mut s);
             grow(&mut s.expert_out, n * k * h);
             // Experts already in memory first, while the misses are read. Outputs are summed
             // in router order below, so the order of computation does not change the result.
-            used.sort_by_key(|&e| !model.experts.is_ready(l, e));
+            let low = &s.low;
+            used.sort_by_key(|&e| {
+                !if low[e] {
+                    model.experts.is_ready_at(l, e, Precision::Low)
+                } else {
+                    model.experts.is_ready(l, e)
+                }
+            });
             let ffn = c.expert_ffn;
             for &e in &used {
-                let view = model.experts.get_or_cancel(l, e, &self.cancel)?;
+                let view = if s.low[e] {
+                    model
+                        .experts
+                        .get_at_or_cancel(l, e, Precision::Low, &self.cancel)?
+                } else {
+                    model.experts.get_or_cancel(l, e, &self.cancel)?
+                };
                 s.assigned.clear();
                 for (t, r) in s.routes[..n].iter().enumerate() {
                     if let Some(slot) = r.experts.iter().position(|&x| x == e) {
@@ -602,10 +650,59 @@ impl Session {
     }
 }
 
+/// Whether every token routed to expert `e` lets it run at low precision: `e` is not the
+/// token's top-1 choice and its weight is below `threshold` of the token's top-k weight mass.
+fn low_precision_allowed(routes: &[Routing], e: usize, threshold: f32) -> bool {
+    routes
+        .iter()
+        .all(|r| match r.experts.iter().position(|&x| x == e) {
+            None => true,
+            Some(0) => false,
+            Some(i) => {
+                let mass: f32 = r.weights.iter().sum();
+                // NaN or a zero mass compares false: high precision.
+                r.weights[i] / mass < threshold
+            }
+        })
+}
+
 /// The `k` largest probabilities' indices, largest first; ties go to the lower index.
 fn select_top_k(probs: &[f32], k: usize, out: &mut Vec<usize>) {
     out.clear();
     out.extend(0..probs.len());
     out.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     out.truncate(k);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(experts: &[usize], weights: &[f32]) -> Routing {
+        Routing {
+            experts: experts.to_vec(),
+            weights: weights.to_vec(),
+            logits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn low_precision_only_below_threshold_and_never_top1() {
+        let r = [route(&[3, 5], &[0.7, 0.3]), route(&[5, 1], &[0.6, 0.4])];
+        // Expert 5 is top-1 of the second token: always high.
+        assert!(!low_precision_allowed(&r, 5, 1.0));
+        // Expert 3 is top-1 of the first token.
+        assert!(!low_precision_allowed(&r, 3, 1.0));
+        // Expert 1: share 0.4.
+        assert!(low_precision_allowed(&r, 1, 0.5));
+        assert!(!low_precision_allowed(&r, 1, 0.4));
+        assert!(!low_precision_allowed(&r, 1, 0.0));
+        // Shares, not raw weights: 0.2 of a mass of 0.5 is 0.4.
+        let r = [route(&[0, 2], &[0.3, 0.2])];
+        assert!(low_precision_allowed(&r, 2, 0.41));
+        assert!(!low_precision_allowed(&r, 2, 0.39));
+        // A degenerate mass keeps high precision.
+        let r = [route(&[0, 2], &[0.0, 0.0])];
+        assert!(!low_precision_allowed(&r, 2, 1.0));
+    }
 }

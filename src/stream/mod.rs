@@ -38,7 +38,7 @@ pub use cache::{
 pub use pool::{SlotPool, ALIGN};
 pub use source::Source;
 
-use crate::engine::experts::{ExpertLoc, MatrixLoc};
+use crate::engine::experts::{ExpertLoc, MatrixLoc, Precision};
 use crate::engine::{ExpertDirectory, ExpertSource, ExpertView, ModelConfig};
 use crate::{Error, Result};
 use pool::{align_down, align_up};
@@ -93,6 +93,13 @@ pub struct StreamStats {
     pub read_errors: u64,
     /// Reads stopped by a cancellation before they finished.
     pub cancelled_reads: u64,
+    /// Fetches of low-precision copies (lower precision on a miss fired): counted in `gets`
+    /// and in `hits`/`misses` like any fetch.
+    pub low_gets: u64,
+    /// Low-precision copies read (a miss, or a preload of one).
+    pub low_reads: u64,
+    /// Bytes those reads saved over reading the same experts at high precision.
+    pub low_bytes_saved: u64,
     /// Time the forward pass spent blocked on I/O.
     pub io_wait: Duration,
     /// Wall time with at least one read in flight.
@@ -174,10 +181,12 @@ impl Plan {
     }
 }
 
-/// Bytes of one pool slot for `directory`: the largest expert's aligned read plan.
+/// Bytes of one pool slot for `directory`: the largest expert's aligned read plan (its
+/// low-precision copies included; a slot holds either copy).
 pub fn slot_bytes(directory: &ExpertDirectory) -> u64 {
     directory
         .iter()
+        .chain(directory.iter_low())
         .map(|l| Plan::new(l).slot_bytes())
         .max()
         .unwrap_or(ALIGN)
@@ -224,7 +233,8 @@ const NONE: u32 = u32::MAX;
 struct State {
     pool: Arc<SlotPool>,
     slots: Vec<Slot>,
-    /// Expert index (layer * n_experts + expert) to slot, or NONE.
+    /// Key to slot, or NONE. A key is `layer * n_experts + expert` for the high-precision copy,
+    /// plus `n_keys` for the low-precision one: a slot knows which copy it holds.
     map: Vec<u32>,
     /// In-flight tag to (slot, bytes).
     tags: HashMap<u64, (usize, usize)>,
@@ -233,6 +243,8 @@ struct State {
     active: usize,
     n_layers: usize,
     n_experts: usize,
+    /// Experts per copy: `n_layers * n_experts`.
+    n_keys: usize,
     info: Vec<AccessInfo>,
     max_freq: u64,
     clock: u64,
@@ -250,6 +262,7 @@ impl State {
     }
 
     fn key_of(&self, idx: usize) -> Key {
+        let idx = idx % self.n_keys.max(1);
         (idx / self.n_experts, idx % self.n_experts)
     }
 
@@ -339,6 +352,7 @@ impl State {
 
     /// Marks `slot` as loading `key` and returns the reads to submit.
     fn start_load(&mut self, slot: usize, key: usize, plan: &Plan) -> Vec<ReadRequest> {
+        self.drop_low_copy(key);
         let mut reqs = Vec::with_capacity(plan.reads.len());
         for &(offset, len, slot_offset) in &plan.reads {
             let tag = self.next_tag;
@@ -365,6 +379,20 @@ impl State {
         s.error = None;
         self.map[key] = slot as u32;
         reqs
+    }
+
+    /// Frees the slot of the low-precision copy of `key`'s expert when its high-precision copy
+    /// is being loaded: a cached high copy serves every later request, so the low one is dead
+    /// weight in the cache.
+    fn drop_low_copy(&mut self, key: usize) {
+        if key >= self.n_keys || self.map.len() <= self.n_keys {
+            return;
+        }
+        if let Some(s) = self.lookup(key + self.n_keys) {
+            if self.slots[s].pins == 0 && self.slots[s].phase == Phase::Ready {
+                self.evict(s);
+            }
+        }
     }
 
     /// Records the completion of one read.
@@ -439,7 +467,10 @@ impl State {
 pub struct StreamedExperts {
     path: PathBuf,
     directory: Arc<ExpertDirectory>,
+    /// Read plans by key: the high-precision copies, then the low-precision ones if any.
     plans: Vec<Plan>,
+    /// Experts per copy (`n_layers * n_experts`).
+    n_keys: usize,
     pool: Arc<SlotPool>,
     backend: Box<dyn Backend>,
     state: Mutex<State>,
@@ -509,8 +540,10 @@ impl StreamedExperts {
         };
         let model_len = source.len()?;
         let base = source.base();
-        let mut plans = Vec::with_capacity(directory.n_layers * directory.n_experts);
-        for (i, loc) in directory.iter().enumerate() {
+        let n_keys = directory.n_layers * directory.n_experts;
+        let mut plans = Vec::with_capacity(2 * n_keys);
+        for (i, loc) in directory.iter().chain(directory.iter_low()).enumerate() {
+            let i = i % n_keys.max(1);
             for m in [loc.gate, loc.up, loc.down] {
                 let end = m.offset.checked_add(m.len);
                 if !matches!(end, Some(e) if e <= model_len) {
@@ -576,7 +609,6 @@ impl StreamedExperts {
         let (backend, more) = open_backend(cfg.backend, source, pool.clone(), cfg.queue_depth)?;
         notes.extend(more);
         let backend = wrap(backend);
-        let n_keys = directory.n_layers * directory.n_experts;
         let state = State {
             pool: pool.clone(),
             slots: (0..pool.n_slots())
@@ -593,13 +625,14 @@ impl StreamedExperts {
                     demanded: false,
                 })
                 .collect(),
-            map: vec![NONE; n_keys],
+            map: vec![NONE; plans.len()],
             tags: HashMap::new(),
             next_tag: 1,
             active: n_slots,
             n_layers: directory.n_layers,
             n_experts: directory.n_experts,
-            info: vec![AccessInfo::default(); n_keys],
+            n_keys,
+            info: vec![AccessInfo::default(); plans.len()],
             max_freq: 0,
             clock: 0,
             current_layer: 0,
@@ -612,6 +645,7 @@ impl StreamedExperts {
             path: path.to_path_buf(),
             directory,
             plans,
+            n_keys,
             pool,
             backend,
             state: Mutex::new(state),
@@ -665,7 +699,12 @@ impl StreamedExperts {
 
     /// Whether an expert is loaded (a fetch would not wait).
     pub fn is_ready(&self, layer: usize, expert: usize) -> bool {
-        let Ok(key) = self.key(layer, expert) else {
+        self.is_ready_at(layer, expert, Precision::High)
+    }
+
+    /// Whether the expert's copy at `precision` is loaded.
+    pub fn is_ready_at(&self, layer: usize, expert: usize, precision: Precision) -> bool {
+        let Ok(key) = self.key(layer, expert, precision) else {
             return false;
         };
         let mut st = self.state.lock();
@@ -732,9 +771,34 @@ impl StreamedExperts {
         }
     }
 
-    fn key(&self, layer: usize, expert: usize) -> Result<usize> {
-        self.directory.get(layer, expert)?;
-        Ok(layer * self.directory.n_experts + expert)
+    /// The cache key of one expert's copy; an error for a missing low-precision copy.
+    fn key(&self, layer: usize, expert: usize, precision: Precision) -> Result<usize> {
+        self.directory.get_at(layer, expert, precision)?;
+        let key = layer * self.directory.n_experts + expert;
+        Ok(match precision {
+            Precision::High => key,
+            Precision::Low => key + self.n_keys,
+        })
+    }
+
+    /// Whether the expert's high-precision copy is loaded or being read.
+    pub fn is_cached(&self, layer: usize, expert: usize) -> bool {
+        let Ok(key) = self.key(layer, expert, Precision::High) else {
+            return false;
+        };
+        let mut st = self.state.lock();
+        self.reap_locked(&mut st);
+        st.lookup(key).is_some()
+    }
+
+    /// Counts a read about to be issued for `key`: a low-precision copy saves the difference
+    /// to its high-precision read.
+    fn count_read(&self, st: &mut State, key: usize) {
+        if key >= self.n_keys {
+            let high = self.plans[key - self.n_keys].slot_bytes();
+            st.stats.low_reads += 1;
+            st.stats.low_bytes_saved += high.saturating_sub(self.plans[key].slot_bytes());
+        }
     }
 
     /// Processes ready completions unless another thread is consuming them.
@@ -802,7 +866,29 @@ impl ExpertSource for StreamedExperts {
         expert: usize,
         cancel: &AtomicBool,
     ) -> Result<ExpertView<'_>> {
-        let key = self.key(layer, expert)?;
+        self.get_at_or_cancel(layer, expert, Precision::High, cancel)
+    }
+
+    fn has_low_precision(&self) -> bool {
+        self.n_keys < self.plans.len()
+    }
+
+    fn is_cached(&self, layer: usize, expert: usize) -> bool {
+        StreamedExperts::is_cached(self, layer, expert)
+    }
+
+    fn is_ready_at(&self, layer: usize, expert: usize, precision: Precision) -> bool {
+        StreamedExperts::is_ready_at(self, layer, expert, precision)
+    }
+
+    fn get_at_or_cancel(
+        &self,
+        layer: usize,
+        expert: usize,
+        precision: Precision,
+        cancel: &AtomicBool,
+    ) -> Result<ExpertView<'_>> {
+        let key = self.key(layer, expert, precision)?;
         // The slot this call holds a pin on, once it has one.
         let mut held: Option<usize> = None;
         loop {
@@ -812,8 +898,10 @@ impl ExpertSource for StreamedExperts {
             let slot = match held {
                 Some(s) => s,
                 None => {
+                    let low = u64::from(precision == Precision::Low);
                     if let Some(s) = st.lookup(key) {
                         st.stats.gets += 1;
+                        st.stats.low_gets += low;
                         if std::mem::take(&mut st.slots[s].demanded) {
                             st.stats.misses += 1;
                         } else if st.slots[s].preloaded {
@@ -829,8 +917,10 @@ impl ExpertSource for StreamedExperts {
                         s
                     } else if let Some(s) = st.allocate(false) {
                         st.stats.gets += 1;
+                        st.stats.low_gets += low;
                         st.stats.misses += 1;
                         st.stats.waits += 1;
+                        self.count_read(&mut st, key);
                         let reqs = st.start_load(s, key, &self.plans[key]);
                         st.slots[s].pins += 1;
                         held = Some(s);
@@ -899,11 +989,19 @@ impl ExpertSource for StreamedExperts {
     }
 
     fn prefetch(&self, layer: usize, experts: &[usize]) {
-        self.start_reads(layer, experts, false);
+        self.start_reads(layer, experts, Precision::High, false);
     }
 
     fn request(&self, layer: usize, experts: &[usize]) {
-        self.start_reads(layer, experts, true);
+        self.start_reads(layer, experts, Precision::High, true);
+    }
+
+    fn prefetch_at(&self, layer: usize, experts: &[usize], precision: Precision) {
+        self.start_reads(layer, experts, precision, false);
+    }
+
+    fn request_at(&self, layer: usize, experts: &[usize], precision: Precision) {
+        self.start_reads(layer, experts, precision, true);
     }
 
     fn name(&self) -> &'static str {
@@ -950,6 +1048,30 @@ impl ExpertSource for Shared {
     fn is_ready(&self, layer: usize, expert: usize) -> bool {
         self.0.is_ready(layer, expert)
     }
+    fn has_low_precision(&self) -> bool {
+        self.0.has_low_precision()
+    }
+    fn is_cached(&self, layer: usize, expert: usize) -> bool {
+        self.0.is_cached(layer, expert)
+    }
+    fn is_ready_at(&self, layer: usize, expert: usize, precision: Precision) -> bool {
+        self.0.is_ready_at(layer, expert, precision)
+    }
+    fn get_at_or_cancel(
+        &self,
+        layer: usize,
+        expert: usize,
+        precision: Precision,
+        cancel: &AtomicBool,
+    ) -> Result<ExpertView<'_>> {
+        self.0.get_at_or_cancel(layer, expert, precision, cancel)
+    }
+    fn prefetch_at(&self, layer: usize, experts: &[usize], precision: Precision) {
+        self.0.prefetch_at(layer, experts, precision)
+    }
+    fn request_at(&self, layer: usize, experts: &[usize], precision: Precision) {
+        self.0.request_at(layer, experts, precision)
+    }
     fn name(&self) -> &'static str {
         self.0.name()
     }
@@ -959,12 +1081,12 @@ impl StreamedExperts {
     /// Starts reads of the experts of `layer` not cached or in flight, all at once; they are
     /// protected from eviction until used. `demand`: the current layer needs them (a later
     /// fetch counts as a miss); otherwise they are predictions (preloads).
-    fn start_reads(&self, layer: usize, experts: &[usize], demand: bool) {
+    fn start_reads(&self, layer: usize, experts: &[usize], precision: Precision, demand: bool) {
         let mut st = self.state.lock();
         self.reap_locked(&mut st);
         let mut reqs = Vec::new();
         for &e in experts {
-            let Ok(key) = self.key(layer, e) else {
+            let Ok(key) = self.key(layer, e, precision) else {
                 continue;
             };
             if let Some(s) = st.lookup(key) {
@@ -974,6 +1096,7 @@ impl StreamedExperts {
             let Some(s) = st.allocate(!demand) else {
                 break;
             };
+            self.count_read(&mut st, key);
             reqs.extend(st.start_load(s, key, &self.plans[key]));
             st.slots[s].protected = Some(layer);
             if demand {
