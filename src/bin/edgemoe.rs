@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use edgemoe::engine::generate::{generate, GenerateParams};
 use edgemoe::engine::perplexity::perplexity;
-use edgemoe::engine::{Backend, LoadOptions, Model, Session};
+use edgemoe::engine::{Backend, LoadOptions, Model, PredictionOptions, PredictorKind, Session};
 use edgemoe::format::GgufFile;
 use edgemoe::sampling::SamplerParams;
 use edgemoe::tensor::GgmlType;
@@ -44,6 +44,9 @@ enum Command {
     /// Find per-expert quantisation types within a quality tolerance (EdgeMoE's bitwidth
     /// adaptation); writes the type table, the converted model and a report.
     Calibrate(CalibrateArgs),
+    /// Count which experts follow which on calibration text (EdgeMoE's statistics predictor)
+    /// and write a copy of the model carrying the table (`edgemoe.predictor.*`).
+    Profile(ProfileArgs),
     /// Show a model file's architecture, tensors and where its bytes go.
     Inspect(InspectArgs),
     /// Measure prompt and decode speed the way llama-bench does (pp N, tg N; random tokens).
@@ -72,9 +75,22 @@ struct ModelArgs {
     /// Expert source when a budget is set: auto, io_uring, pread, mmap.
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// Layers of router look-ahead used to preload experts (0: off).
+    /// Layers ahead whose experts are predicted and preloaded (0: no prediction).
     #[arg(long, default_value_t = 1)]
     lookahead: usize,
+    /// Expert predictor: lookahead (later layers' routers on the current hidden state), stats
+    /// (EdgeMoE statistics written by `edgemoe profile`), none.
+    #[arg(long, default_value = "lookahead")]
+    predictor: String,
+    /// Experts preloaded per token per predicted layer (default: the experts a token uses).
+    #[arg(long)]
+    preload_count: Option<usize>,
+    /// Router look-ahead: do not predict layer l+1 a second time once layer l's experts ran.
+    #[arg(long)]
+    no_refine: bool,
+    /// Expert-cache eviction policy when streaming: lru, lfu, edgemoe, hobbit, predictive.
+    #[arg(long, default_value = "lru")]
+    policy: String,
     /// Kernel threads (0: one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -84,6 +100,26 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
+    fn prediction(&self) -> edgemoe::Result<PredictionOptions> {
+        let predictor = if self.lookahead == 0 {
+            PredictorKind::None
+        } else {
+            PredictorKind::parse(&self.predictor)?
+        };
+        if self.preload_count == Some(0) {
+            return Err(edgemoe::Error::InvalidArgument(
+                "--preload-count must be at least 1".into(),
+            ));
+        }
+        Ok(PredictionOptions {
+            predictor,
+            depth: self.lookahead.max(1),
+            preload_count: self.preload_count,
+            score_all: false,
+            refine: !self.no_refine,
+        })
+    }
+
     fn load(&self) -> edgemoe::Result<Model> {
         let path = self.model.clone().unwrap_or_else(default_model);
         let memory_budget = match &self.memory {
@@ -104,6 +140,12 @@ impl ModelArgs {
                 )))
             }
         };
+        let policy = edgemoe::stream::PolicyKind::parse(&self.policy).ok_or_else(|| {
+            edgemoe::Error::InvalidArgument(format!(
+                "unknown policy `{}` (lru, lfu, edgemoe, hobbit, predictive)",
+                self.policy
+            ))
+        })?;
         let model = Model::load_with(
             &path,
             LoadOptions {
@@ -111,6 +153,8 @@ impl ModelArgs {
                 backend,
                 threads: self.threads,
                 context_length: self.context_length,
+                policy,
+                prediction: self.prediction()?,
                 ..Default::default()
             },
         )?;
@@ -526,6 +570,85 @@ struct BenchArgs {
 }
 
 #[derive(Args)]
+struct ProfileArgs {
+    /// Model file (GGUF). Default: the bundled demo model, models/demo.gguf.
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Calibration text.
+    #[arg(short = 'f', long)]
+    text: PathBuf,
+    /// Use only the first fraction of the text (0.9: the demo model's training split).
+    #[arg(long, default_value_t = 0.9)]
+    head: f64,
+    /// Most calibration tokens (from the start of the text).
+    #[arg(long, default_value_t = 32768)]
+    tokens: usize,
+    /// Tokens per window (each window starts from an empty cache).
+    #[arg(long, default_value_t = 256)]
+    ctx: usize,
+    /// Output GGUF: the model with the predictor table.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Kernel threads (0: one per physical core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn run_profile(a: ProfileArgs) -> edgemoe::Result<()> {
+    use edgemoe::engine::predictor::{profile, write_model_with_stats};
+    let path = a.model.clone().unwrap_or_else(default_model);
+    let model = Arc::new(Model::load_with(
+        &path,
+        LoadOptions {
+            threads: a.threads,
+            ..Default::default()
+        },
+    )?);
+    let text = std::fs::read_to_string(&a.text).map_err(|e| edgemoe::Error::io(&a.text, e))?;
+    let keep = (text.chars().count() as f64 * a.head.clamp(0.0, 1.0)) as usize;
+    let end = text
+        .char_indices()
+        .nth(keep)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let mut ids = model.tokenizer()?.encode(&text[..end], false)?;
+    ids.truncate(a.tokens);
+    let windows = ids.len().div_ceil(a.ctx.max(1));
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        window_bar("profile", windows)
+    };
+    let started = std::time::Instant::now();
+    let mut stats = profile(&model, &ids, a.ctx, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    stats.calibration = Some(format!(
+        "{} tokens of {} (first {:.0}%), windows of {}",
+        ids.len(),
+        a.text
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        100.0 * a.head.clamp(0.0, 1.0),
+        a.ctx
+    ));
+    write_model_with_stats(&path, &a.output, &stats)?;
+    let (k1, k2) = stats.keys();
+    eprintln!(
+        "counted {} tokens in {:.1} s: {k1} one-layer and {k2} two-layer keys; wrote {}",
+        stats.tokens(),
+        started.elapsed().as_secs_f64(),
+        a.output.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
 struct InspectArgs {
     /// A GGUF model file.
     model: PathBuf,
@@ -556,7 +679,12 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
     let model = Arc::new(a.model.load()?);
     let tokenizer = model.tokenizer()?;
     let mut session = Session::new(model.clone(), Some(ctx))?;
-    session.set_lookahead(a.model.lookahead);
+    if a.stats {
+        // Score every predictor the model supports, not only the one preloading.
+        let mut p = session.prediction();
+        p.score_all = true;
+        session.set_prediction(p)?;
+    }
     let params = a.params();
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", a.prompt);
@@ -583,13 +711,44 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
         edgemoe::quant::kernel_name(),
     );
     if a.stats {
-        let p = session.prediction_stats();
-        eprintln!(
-            "look-ahead ({} layer): recall {:.1}%, precision {:.1}%",
-            a.model.lookahead,
-            100.0 * p.recall(),
-            100.0 * p.precision()
-        );
+        let opts = session.prediction();
+        let count = opts.preload_count.unwrap_or(model.config.n_experts_used);
+        for kind in PredictorKind::ALL {
+            let Some(p) = session.prediction_stats_for(kind) else {
+                continue;
+            };
+            if p.used.iter().sum::<u64>() == 0 {
+                continue;
+            }
+            let layers: Vec<String> = (0..model.config.n_layers)
+                .filter(|&l| p.used[l] > 0)
+                .map(|l| {
+                    format!(
+                        "L{l} {:.1}/{:.1}",
+                        100.0 * p.layer_recall(l),
+                        100.0 * p.layer_precision(l)
+                    )
+                })
+                .collect();
+            let early = match session.early_prediction_stats_for(kind) {
+                Some(e) if e != p => format!(
+                    " (before the previous layer's experts: recall {:.1}%, precision {:.1}%)",
+                    100.0 * e.recall(),
+                    100.0 * e.precision()
+                ),
+                _ => String::new(),
+            };
+            eprintln!(
+                "predictor {}{} ({} layer{} ahead, {count} per token): recall {:.1}%, precision {:.1}%; per layer recall/precision % {}{early}",
+                kind.name(),
+                if kind == opts.predictor { ", preloading" } else { ", scored only" },
+                opts.depth,
+                if opts.depth == 1 { "" } else { "s" },
+                100.0 * p.recall(),
+                100.0 * p.precision(),
+                layers.join(", ")
+            );
+        }
         if let Some(st) = model.streamed() {
             let s = st.stats();
             let toks = (stats.prompt_tokens + stats.generated_tokens).max(1) as f64;
@@ -935,6 +1094,17 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
             println!("  calibration {c}");
         }
     }
+    if let Some(t) = &model.expert_stats {
+        let (k1, k2) = t.keys();
+        println!(
+            "predictor     EdgeMoE statistics: {} tokens, {k1} one-layer and {k2} two-layer keys{}",
+            t.tokens(),
+            t.calibration
+                .as_ref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
     if a.tensors {
         println!(
             "\n{:<40} {:>6} {:>20} {:>12}",
@@ -998,7 +1168,6 @@ fn run_bench(mut a: BenchArgs) -> edgemoe::Result<()> {
         .and_then(|t| t.bos_id());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut session = Session::new(model.clone(), Some(ctx))?;
-    session.set_lookahead(a.model.lookahead);
     let mut pp = |session: &mut Session, n: usize| -> edgemoe::Result<f64> {
         let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
         session.reset();
@@ -1074,6 +1243,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => run_replay(a),
         Command::Convert(a) => run_convert(a),
         Command::Calibrate(a) => run_calibrate(a),
+        Command::Profile(a) => run_profile(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Bench(a) => run_bench(a),
     };
