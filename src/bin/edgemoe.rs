@@ -88,7 +88,7 @@ struct ModelArgs {
     /// Router look-ahead: do not predict layer l+1 a second time once layer l's experts ran.
     #[arg(long)]
     no_refine: bool,
-    /// Expert-cache eviction policy when streaming: lru, lfu, edgemoe, hobbit, predictive.
+    /// Expert-cache eviction policy when streaming: lru, lfu, edgemoe, hobbit, forward.
     #[arg(long, default_value = "lru")]
     policy: String,
     /// Kernel threads (0: one per physical core).
@@ -142,7 +142,7 @@ impl ModelArgs {
         };
         let policy = edgemoe::stream::PolicyKind::parse(&self.policy).ok_or_else(|| {
             edgemoe::Error::InvalidArgument(format!(
-                "unknown policy `{}` (lru, lfu, edgemoe, hobbit, predictive)",
+                "unknown policy `{}` (lru, lfu, edgemoe, hobbit, forward)",
                 self.policy
             ))
         })?;
@@ -344,20 +344,92 @@ struct TraceFile {
     n_experts_used: usize,
     /// Per token and layer, the chosen experts (router order).
     tokens: Vec<Vec<Vec<usize>>>,
+    /// Per token and layer, the experts the predictor named before the layer before ran (what
+    /// the engine knows while that layer fetches its experts); empty when none.
+    #[serde(default)]
+    predicted: Vec<Vec<Vec<usize>>>,
+    /// Per token and layer, experts the router look-ahead added once the layer before had run
+    /// (known from the end of that layer on).
+    #[serde(default)]
+    refined: Vec<Vec<Vec<usize>>>,
+    /// The predictor that made `predicted`.
+    #[serde(default)]
+    predictor: String,
 }
 
-/// Collects routing decisions into per-token, per-layer lists.
-#[derive(Clone, Default)]
-struct Recorder(Arc<std::sync::Mutex<std::collections::BTreeMap<usize, Vec<Vec<usize>>>>>);
+/// Per token: chosen, predicted and refined experts per layer.
+type Recorded = [Vec<Vec<usize>>; 3];
 
-impl edgemoe::engine::RoutingObserver for Recorder {
-    fn observe(&mut self, layer: usize, position: usize, routing: &edgemoe::engine::Routing) {
+/// Collects routing decisions and predictions into per-token, per-layer lists.
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<std::collections::BTreeMap<usize, Recorded>>>);
+
+impl Recorder {
+    fn put(&self, which: usize, layer: usize, position: usize, experts: &[usize]) {
         if let Ok(mut map) = self.0.lock() {
-            let layers = map.entry(position).or_default();
+            let layers = &mut map.entry(position).or_default()[which];
             if layers.len() <= layer {
                 layers.resize(layer + 1, Vec::new());
             }
-            layers[layer] = routing.experts.clone();
+            // Later predictions of a layer (depth > 1, refinement) add to what is known.
+            for &e in experts {
+                if !layers[layer].contains(&e) {
+                    layers[layer].push(e);
+                }
+            }
+        }
+    }
+
+    /// Lists `which` (0 chosen, 1 predicted, 2 refined) of every token, `n_layers` each.
+    fn take(&self, which: usize, n_layers: usize) -> Vec<Vec<Vec<usize>>> {
+        self.0
+            .lock()
+            .map(|m| {
+                m.values()
+                    .map(|r| {
+                        let mut v = r[which].clone();
+                        v.resize(n_layers, Vec::new());
+                        v
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl edgemoe::engine::RoutingObserver for Recorder {
+    fn observe(&mut self, layer: usize, position: usize, routing: &edgemoe::engine::Routing) {
+        self.put(0, layer, position, &routing.experts);
+    }
+
+    fn observe_prediction(&mut self, layer: usize, position: usize, experts: &[usize]) {
+        // The first prediction of a layer is made before the layer before runs; a second
+        // (the look-ahead's refinement) after it.
+        let first = self
+            .0
+            .lock()
+            .map(|m| {
+                m.get(&position)
+                    .and_then(|r| r[1].get(layer))
+                    .is_none_or(Vec::is_empty)
+            })
+            .unwrap_or(true);
+        if first {
+            self.put(1, layer, position, experts);
+        } else {
+            let extra: Vec<usize> = {
+                let m = self.0.lock();
+                let known = m
+                    .ok()
+                    .and_then(|m| m.get(&position).map(|r| r[1][layer].clone()))
+                    .unwrap_or_default();
+                experts
+                    .iter()
+                    .copied()
+                    .filter(|e| !known.contains(e))
+                    .collect()
+            };
+            self.put(2, layer, position, &extra);
         }
     }
 }
@@ -381,18 +453,16 @@ fn run_trace(mut a: TraceArgs) -> edgemoe::Result<()> {
         &mut |_| true,
     )?;
     session.set_observer(None);
-    let tokens: Vec<Vec<Vec<usize>>> = recorder
-        .0
-        .lock()
-        .map(|m| m.values().cloned().collect())
-        .unwrap_or_default();
     let c = &model.config;
     let trace = TraceFile {
         model: model.path.display().to_string(),
         n_layers: c.n_layers,
         n_experts: c.n_experts,
         n_experts_used: c.n_experts_used,
-        tokens,
+        tokens: recorder.take(0, c.n_layers),
+        predicted: recorder.take(1, c.n_layers),
+        refined: recorder.take(2, c.n_layers),
+        predictor: session.prediction().predictor.name().to_string(),
     };
     let json = serde_json::to_string(&trace)
         .map_err(|e| edgemoe::Error::InvalidArgument(e.to_string()))?;
@@ -436,34 +506,105 @@ fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
         t.tokens.len(),
         total
     );
-    println!(
-        "{:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}",
-        "slots", "lru", "lfu", "edgemoe", "hobbit", "belady", "best/belady"
-    );
-    for n in slots {
+    let names: Vec<&str> = edgemoe::stream::PolicyKind::ALL
+        .iter()
+        .map(|k| k.build().name())
+        .collect();
+    let header = |last: &str| {
+        let mut h = format!("{:>6}", "slots");
+        for n in &names {
+            h.push_str(&format!(" {n:>8}"));
+        }
+        h.push_str(&format!(" {:>8} {last:>12}", "belady"));
+        h
+    };
+    let row = |n: usize, r: &[(&str, f64)], belady: f64| {
+        let mut line = format!("{n:>6}");
+        for (_, v) in r {
+            line.push_str(&format!(" {v:>8.3}"));
+        }
+        let best = r.iter().map(|x| x.1).fold(0.0, f64::max);
+        line.push_str(&format!(" {belady:>8.3} {:>12.3}", best / belady.max(1e-9)));
+        line
+    };
+    println!("\ncache hit rate, demand reads only (what Belady's MIN is optimal for):");
+    println!("{}", header("best/belady"));
+    let mut beladys = Vec::new();
+    for &n in &slots {
         let r = edgemoe::stream::compare_policies(&keys, t.n_layers, n);
-        let get = |name: &str| {
-            r.iter()
-                .find(|x| x.0 == name)
-                .map(|x| x.1.hit_rate())
-                .unwrap_or(0.0)
-        };
-        let best = ["lru", "lfu", "edgemoe", "hobbit"]
+        let belady = r
             .iter()
-            .map(|n| get(n))
-            .fold(0.0, f64::max);
+            .find(|x| x.0 == "belady")
+            .map_or(0.0, |x| x.1.hit_rate());
+        beladys.push(belady);
+        let rates: Vec<(&str, f64)> = r
+            .iter()
+            .filter(|x| x.0 != "belady")
+            .map(|x| (x.0, x.1.hit_rate()))
+            .collect();
+        println!("{}", row(n, &rates, belady));
+    }
+    let steps = replay_steps(&t);
+    if steps.iter().any(|s| !s.predicted_next.is_empty()) {
         println!(
-            "{:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>12.3}",
-            n,
-            get("lru"),
-            get("lfu"),
-            get("edgemoe"),
-            get("hobbit"),
-            get("belady"),
-            best / get("belady").max(1e-9)
+            "\nfetches served from memory (kept or preloaded) with the trace's `{}` predictions \
+             preloaded as the engine does; Belady's column is the demand-only optimum above:",
+            t.predictor
         );
+        println!("{}", header("best/belady"));
+        for (&n, &belady) in slots.iter().zip(&beladys) {
+            let r = edgemoe::stream::compare_policies_with_preloads(&steps, t.n_layers, n);
+            let rates: Vec<(&str, f64)> = r.iter().map(|x| (x.0, x.1.served_rate())).collect();
+            println!("{}", row(n, &rates, belady));
+        }
+        println!("\npreloads wasted per fetch (evicted or passed over unused):");
+        println!(
+            "{:>6} {}",
+            "slots",
+            names
+                .iter()
+                .map(|n| format!("{n:>8}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for &n in &slots {
+            let r = edgemoe::stream::compare_policies_with_preloads(&steps, t.n_layers, n);
+            let w: Vec<String> = r
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{:>8.3}",
+                        x.1.wasted_preloads as f64 / x.1.accesses.max(1) as f64
+                    )
+                })
+                .collect();
+            println!("{n:>6} {}", w.join(" "));
+        }
     }
     Ok(())
+}
+
+/// The trace as the engine ran it, layer by layer, with its predictions.
+fn replay_steps(t: &TraceFile) -> Vec<edgemoe::stream::ReplayStep> {
+    let mut steps = Vec::new();
+    for (i, token) in t.tokens.iter().enumerate() {
+        for (l, experts) in token.iter().enumerate() {
+            let next = |lists: &Vec<Vec<Vec<usize>>>| {
+                lists
+                    .get(i)
+                    .and_then(|tok| tok.get(l + 1))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            steps.push(edgemoe::stream::ReplayStep {
+                layer: l,
+                used: experts.clone(),
+                predicted_next: next(&t.predicted),
+                refined_next: next(&t.refined),
+            });
+        }
+    }
+    steps
 }
 
 #[derive(Args)]
