@@ -215,8 +215,13 @@ pub trait ExpertSource: Send + Sync {
     /// Stops reads in flight where the source can (a session was cancelled).
     fn cancel_reads(&self) {}
 
-    /// A hint that these experts of `layer` will be needed soon.
+    /// A hint that these experts of `layer` will be needed soon. Asked for the layer named by
+    /// the last [`ExpertSource::begin_layer`], they are that layer's demand, read early.
     fn prefetch(&self, _layer: usize, _experts: &[usize]) {}
+
+    /// The forward pass starts layer `layer` (before its experts are prefetched and fetched),
+    /// so eviction policies measure layer distances from it.
+    fn begin_layer(&self, _layer: usize) {}
 
     /// A short name for reports (`resident`, `streamed`, ...).
     fn name(&self) -> &'static str;

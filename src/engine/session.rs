@@ -557,6 +557,7 @@ impl Session {
             used.extend(s.routes[..n].iter().flat_map(|r| r.experts.iter().copied()));
             used.sort_unstable();
             used.dedup();
+            model.experts.begin_layer(l);
             model.experts.prefetch(l, &used);
             self.check_prediction(l, &used);
             self.predict(model, l, x, n, &mut s);

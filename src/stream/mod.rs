@@ -213,6 +213,9 @@ struct Slot {
     protected: Option<usize>,
     /// Read by a prefetch and not used yet.
     preloaded: bool,
+    /// Read ahead of its fetch for the layer running (a demand read issued early): its first
+    /// fetch counts as a miss, not a hit.
+    demand: bool,
 }
 
 const NONE: u32 = u32::MAX;
@@ -291,6 +294,7 @@ impl State {
             self.stats.wasted_preloads += 1;
         }
         s.preloaded = false;
+        s.demand = false;
         s.protected = None;
         s.phase = Phase::Empty;
         s.error = None;
@@ -407,6 +411,7 @@ impl State {
             s.phase = Phase::Empty;
             s.protected = None;
             s.preloaded = false;
+            s.demand = false;
             s.error = Some(f);
         } else {
             s.phase = Phase::Ready;
@@ -575,6 +580,7 @@ impl StreamedExperts {
                     error: None,
                     protected: None,
                     preloaded: false,
+                    demand: false,
                 })
                 .collect(),
             map: vec![NONE; n_keys],
@@ -794,9 +800,12 @@ impl ExpertSource for StreamedExperts {
                         st.stats.gets += 1;
                         if st.slots[s].preloaded {
                             st.stats.preload_hits += 1;
+                        } else if st.slots[s].demand {
+                            st.stats.misses += 1;
                         } else {
                             st.stats.hits += 1;
                         }
+                        st.slots[s].demand = false;
                         if st.slots[s].phase != Phase::Ready {
                             st.stats.waits += 1;
                         }
@@ -874,6 +883,12 @@ impl ExpertSource for StreamedExperts {
         }
     }
 
+    fn begin_layer(&self, layer: usize) {
+        if layer < self.directory.n_layers {
+            self.state.lock().enter_layer(layer);
+        }
+    }
+
     fn prefetch(&self, layer: usize, experts: &[usize]) {
         let mut st = self.state.lock();
         self.reap_locked(&mut st);
@@ -891,8 +906,13 @@ impl ExpertSource for StreamedExperts {
             };
             reqs.extend(st.start_load(s, key, &self.plans[key]));
             st.slots[s].protected = Some(layer);
-            st.slots[s].preloaded = true;
-            st.stats.preloads += 1;
+            if layer == st.current_layer {
+                // The layer running asks for what it is about to fetch: a demand read.
+                st.slots[s].demand = true;
+            } else {
+                st.slots[s].preloaded = true;
+                st.stats.preloads += 1;
+            }
         }
         if !reqs.is_empty() {
             self.backend.submit(&reqs);
@@ -936,6 +956,9 @@ impl ExpertSource for Shared {
     }
     fn prefetch(&self, layer: usize, experts: &[usize]) {
         self.0.prefetch(layer, experts)
+    }
+    fn begin_layer(&self, layer: usize) {
+        self.0.begin_layer(layer)
     }
     fn is_ready(&self, layer: usize, expert: usize) -> bool {
         self.0.is_ready(layer, expert)
