@@ -411,7 +411,7 @@ impl edgemoe::engine::RoutingObserver for Recorder {
             .map(|m| {
                 m.get(&position)
                     .and_then(|r| r[1].get(layer))
-                    .is_none_or(Vec::is_empty)
+                    .map_or(true, Vec::is_empty)
             })
             .unwrap_or(true);
         if first {
