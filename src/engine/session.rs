@@ -656,6 +656,9 @@ impl Session {
     fn predict(&mut self, model: &Model, l: usize, x: &[f32], n: usize, s: &mut Scratch) {
         let c = &model.config;
         let opts = self.prediction;
+        if opts.predictor == PredictorKind::None && !opts.score_all {
+            return;
+        }
         let count = opts
             .preload_count
             .unwrap_or(c.n_experts_used)
