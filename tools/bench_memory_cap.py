@@ -92,7 +92,7 @@ def main() -> int:
     # The budget split edgemoe plans for this file: one sweep point at the chosen share.
     out = subprocess.run([str(emoe), "bench", "-m", a.model, "-n", "1", "-t", str(a.threads),
                           "--sweep", str(a.expert_share * 100), "--sweep-backends", "io_uring",
-                          "--sweep-lookaheads", "0", "--out", "/tmp/emoe-cap-plan"],
+                          "--sweep-predictors", "none", "--out", "/tmp/emoe-cap-plan"],
                          check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     plan = json.load(open("/tmp/emoe-cap-plan/sweep.json"))
     budget = plan["runs"][0]["budget"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Draw `edgemoe bench --sweep` results (sweep.json) as a PNG: decode tokens/s, cache hit rate
-and MiB read per token against the expert budget, one line per backend and look-ahead depth,
+and MiB read per token against the expert budget, one line per backend and predictor,
 with the physical limit (the ideal tokens/s from resident compute and raw read bandwidth).
 
     tools/plot_sweep.py sweep/sweep.json -o docs/sweep.png
@@ -26,13 +26,13 @@ def main() -> None:
     rep = json.load(open(a.report))
     lines = defaultdict(list)
     for r in rep["runs"]:
-        lines[(r["backend"], r["lookahead"])].append(r)
+        lines[(r["backend"], r["predictor"])].append(r)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     ideal = {}
-    for (backend, la), runs in sorted(lines.items()):
+    for (backend, predictor), runs in sorted(lines.items()):
         runs.sort(key=lambda r: r["percent"])
         x = [r["percent"] for r in runs]
-        label = f"{backend}, look-ahead {la}" if la else f"{backend}, no preload"
+        label = f"{backend}, predictor {predictor}" if predictor != "none" else f"{backend}, no preload"
         axes[0].plot(x, [r["tokens_per_second"] for r in runs], "o-", label=label)
         axes[1].plot(x, [r["served_rate"] for r in runs], "o-", label=label)
         axes[2].plot(x, [r["bytes_read_per_token"] / 2**20 for r in runs], "o-", label=label)

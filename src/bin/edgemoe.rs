@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use edgemoe::engine::generate::{generate, GenerateParams};
 use edgemoe::engine::perplexity::perplexity_with;
-use edgemoe::engine::{Backend, LoadOptions, Model, Session};
+use edgemoe::engine::{Backend, LoadOptions, Model, PredictionOptions, PredictorKind, Session};
 use edgemoe::format::GgufFile;
 use edgemoe::sampling::SamplerParams;
 use edgemoe::tensor::GgmlType;
@@ -47,6 +47,9 @@ enum Command {
     /// Find per-expert quantisation types within a quality tolerance (EdgeMoE's bitwidth
     /// adaptation); writes the type table, the converted model and a report.
     Calibrate(CalibrateArgs),
+    /// Count which experts follow which on calibration text (EdgeMoE's statistics predictor)
+    /// and write a copy of the model carrying the table (`edgemoe.predictor.*`).
+    Profile(ProfileArgs),
     /// Show a model file's architecture, tensors and where its bytes go.
     Inspect(InspectArgs),
     /// Measure prompt and decode speed the way llama-bench does (pp N, tg N; random tokens).
@@ -75,9 +78,22 @@ struct ModelArgs {
     /// Expert source when a budget is set: auto, io_uring, pread, mmap.
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// Layers of router look-ahead used to preload experts (0: off).
+    /// Layers ahead whose experts are predicted and preloaded (0: no prediction).
     #[arg(long, default_value_t = 1)]
     lookahead: usize,
+    /// Expert predictor: lookahead (later layers' routers on the current hidden state), stats
+    /// (EdgeMoE statistics written by `edgemoe profile`), none.
+    #[arg(long, default_value = "lookahead")]
+    predictor: String,
+    /// Experts preloaded per token per predicted layer (default: the experts a token uses).
+    #[arg(long)]
+    preload_count: Option<usize>,
+    /// Router look-ahead: do not predict layer l+1 a second time once layer l's experts ran.
+    #[arg(long)]
+    no_refine: bool,
+    /// Expert-cache eviction policy when streaming: lru, lfu, edgemoe, hobbit, forward.
+    #[arg(long, default_value = "lru")]
+    policy: String,
     /// Kernel threads (0: one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
@@ -107,6 +123,35 @@ fn parse_backend(name: &str) -> edgemoe::Result<Backend> {
 }
 
 impl ModelArgs {
+    fn policy(&self) -> edgemoe::Result<edgemoe::stream::PolicyKind> {
+        edgemoe::stream::PolicyKind::parse(&self.policy).ok_or_else(|| {
+            edgemoe::Error::InvalidArgument(format!(
+                "unknown policy `{}` (lru, lfu, edgemoe, hobbit, forward)",
+                self.policy
+            ))
+        })
+    }
+
+    fn prediction(&self) -> edgemoe::Result<PredictionOptions> {
+        let predictor = if self.lookahead == 0 {
+            PredictorKind::None
+        } else {
+            PredictorKind::parse(&self.predictor)?
+        };
+        if self.preload_count == Some(0) {
+            return Err(edgemoe::Error::InvalidArgument(
+                "--preload-count must be at least 1".into(),
+            ));
+        }
+        Ok(PredictionOptions {
+            predictor,
+            depth: self.lookahead.max(1),
+            preload_count: self.preload_count,
+            score_all: false,
+            refine: !self.no_refine,
+        })
+    }
+
     fn load(&self) -> edgemoe::Result<Model> {
         let path = self.model.clone().unwrap_or_else(default_model);
         let memory_budget = match &self.memory {
@@ -116,6 +161,7 @@ impl ModelArgs {
             None => None,
         };
         let backend = parse_backend(&self.backend)?;
+        let policy = self.policy()?;
         let model = Model::load_with(
             &path,
             LoadOptions {
@@ -124,6 +170,8 @@ impl ModelArgs {
                 threads: self.threads,
                 context_length: self.context_length,
                 low_precision_threshold: self.low_precision_threshold,
+                policy,
+                prediction: self.prediction()?,
                 ..Default::default()
             },
         )?;
@@ -321,20 +369,92 @@ struct TraceFile {
     n_experts_used: usize,
     /// Per token and layer, the chosen experts (router order).
     tokens: Vec<Vec<Vec<usize>>>,
+    /// Per token and layer, the experts the predictor named before the layer before ran (what
+    /// the engine knows while that layer fetches its experts); empty when none.
+    #[serde(default)]
+    predicted: Vec<Vec<Vec<usize>>>,
+    /// Per token and layer, experts the router look-ahead added once the layer before had run
+    /// (known from the end of that layer on).
+    #[serde(default)]
+    refined: Vec<Vec<Vec<usize>>>,
+    /// The predictor that made `predicted`.
+    #[serde(default)]
+    predictor: String,
 }
 
-/// Collects routing decisions into per-token, per-layer lists.
-#[derive(Clone, Default)]
-struct Recorder(Arc<std::sync::Mutex<std::collections::BTreeMap<usize, Vec<Vec<usize>>>>>);
+/// Per token: chosen, predicted and refined experts per layer.
+type Recorded = [Vec<Vec<usize>>; 3];
 
-impl edgemoe::engine::RoutingObserver for Recorder {
-    fn observe(&mut self, layer: usize, position: usize, routing: &edgemoe::engine::Routing) {
+/// Collects routing decisions and predictions into per-token, per-layer lists.
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<std::collections::BTreeMap<usize, Recorded>>>);
+
+impl Recorder {
+    fn put(&self, which: usize, layer: usize, position: usize, experts: &[usize]) {
         if let Ok(mut map) = self.0.lock() {
-            let layers = map.entry(position).or_default();
+            let layers = &mut map.entry(position).or_default()[which];
             if layers.len() <= layer {
                 layers.resize(layer + 1, Vec::new());
             }
-            layers[layer] = routing.experts.clone();
+            // Later predictions of a layer (depth > 1, refinement) add to what is known.
+            for &e in experts {
+                if !layers[layer].contains(&e) {
+                    layers[layer].push(e);
+                }
+            }
+        }
+    }
+
+    /// Lists `which` (0 chosen, 1 predicted, 2 refined) of every token, `n_layers` each.
+    fn take(&self, which: usize, n_layers: usize) -> Vec<Vec<Vec<usize>>> {
+        self.0
+            .lock()
+            .map(|m| {
+                m.values()
+                    .map(|r| {
+                        let mut v = r[which].clone();
+                        v.resize(n_layers, Vec::new());
+                        v
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl edgemoe::engine::RoutingObserver for Recorder {
+    fn observe(&mut self, layer: usize, position: usize, routing: &edgemoe::engine::Routing) {
+        self.put(0, layer, position, &routing.experts);
+    }
+
+    fn observe_prediction(&mut self, layer: usize, position: usize, experts: &[usize]) {
+        // The first prediction of a layer is made before the layer before runs; a second
+        // (the look-ahead's refinement) after it.
+        let first = self
+            .0
+            .lock()
+            .map(|m| {
+                m.get(&position)
+                    .and_then(|r| r[1].get(layer))
+                    .map_or(true, Vec::is_empty)
+            })
+            .unwrap_or(true);
+        if first {
+            self.put(1, layer, position, experts);
+        } else {
+            let extra: Vec<usize> = {
+                let m = self.0.lock();
+                let known = m
+                    .ok()
+                    .and_then(|m| m.get(&position).map(|r| r[1][layer].clone()))
+                    .unwrap_or_default();
+                experts
+                    .iter()
+                    .copied()
+                    .filter(|e| !known.contains(e))
+                    .collect()
+            };
+            self.put(2, layer, position, &extra);
         }
     }
 }
@@ -358,18 +478,16 @@ fn run_trace(mut a: TraceArgs) -> edgemoe::Result<()> {
         &mut |_| true,
     )?;
     session.set_observer(None);
-    let tokens: Vec<Vec<Vec<usize>>> = recorder
-        .0
-        .lock()
-        .map(|m| m.values().cloned().collect())
-        .unwrap_or_default();
     let c = &model.config;
     let trace = TraceFile {
         model: model.path.display().to_string(),
         n_layers: c.n_layers,
         n_experts: c.n_experts,
         n_experts_used: c.n_experts_used,
-        tokens,
+        tokens: recorder.take(0, c.n_layers),
+        predicted: recorder.take(1, c.n_layers),
+        refined: recorder.take(2, c.n_layers),
+        predictor: session.prediction().predictor.name().to_string(),
     };
     let json = serde_json::to_string(&trace)
         .map_err(|e| edgemoe::Error::InvalidArgument(e.to_string()))?;
@@ -413,34 +531,105 @@ fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
         t.tokens.len(),
         total
     );
-    println!(
-        "{:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12}",
-        "slots", "lru", "lfu", "edgemoe", "hobbit", "belady", "best/belady"
-    );
-    for n in slots {
+    let names: Vec<&str> = edgemoe::stream::PolicyKind::ALL
+        .iter()
+        .map(|k| k.build().name())
+        .collect();
+    let header = |last: &str| {
+        let mut h = format!("{:>6}", "slots");
+        for n in &names {
+            h.push_str(&format!(" {n:>8}"));
+        }
+        h.push_str(&format!(" {:>8} {last:>12}", "belady"));
+        h
+    };
+    let row = |n: usize, r: &[(&str, f64)], belady: f64| {
+        let mut line = format!("{n:>6}");
+        for (_, v) in r {
+            line.push_str(&format!(" {v:>8.3}"));
+        }
+        let best = r.iter().map(|x| x.1).fold(0.0, f64::max);
+        line.push_str(&format!(" {belady:>8.3} {:>12.3}", best / belady.max(1e-9)));
+        line
+    };
+    println!("\ncache hit rate, demand reads only (what Belady's MIN is optimal for):");
+    println!("{}", header("best/belady"));
+    let mut beladys = Vec::new();
+    for &n in &slots {
         let r = edgemoe::stream::compare_policies(&keys, t.n_layers, n);
-        let get = |name: &str| {
-            r.iter()
-                .find(|x| x.0 == name)
-                .map(|x| x.1.hit_rate())
-                .unwrap_or(0.0)
-        };
-        let best = ["lru", "lfu", "edgemoe", "hobbit"]
+        let belady = r
             .iter()
-            .map(|n| get(n))
-            .fold(0.0, f64::max);
+            .find(|x| x.0 == "belady")
+            .map_or(0.0, |x| x.1.hit_rate());
+        beladys.push(belady);
+        let rates: Vec<(&str, f64)> = r
+            .iter()
+            .filter(|x| x.0 != "belady")
+            .map(|x| (x.0, x.1.hit_rate()))
+            .collect();
+        println!("{}", row(n, &rates, belady));
+    }
+    let steps = replay_steps(&t);
+    if steps.iter().any(|s| !s.predicted_next.is_empty()) {
         println!(
-            "{:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>12.3}",
-            n,
-            get("lru"),
-            get("lfu"),
-            get("edgemoe"),
-            get("hobbit"),
-            get("belady"),
-            best / get("belady").max(1e-9)
+            "\nfetches served from memory (kept or preloaded) with the trace's `{}` predictions \
+             preloaded as the engine does; Belady's column is the demand-only optimum above:",
+            t.predictor
         );
+        println!("{}", header("best/belady"));
+        for (&n, &belady) in slots.iter().zip(&beladys) {
+            let r = edgemoe::stream::compare_policies_with_preloads(&steps, t.n_layers, n);
+            let rates: Vec<(&str, f64)> = r.iter().map(|x| (x.0, x.1.served_rate())).collect();
+            println!("{}", row(n, &rates, belady));
+        }
+        println!("\npreloads wasted per fetch (evicted or passed over unused):");
+        println!(
+            "{:>6} {}",
+            "slots",
+            names
+                .iter()
+                .map(|n| format!("{n:>8}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for &n in &slots {
+            let r = edgemoe::stream::compare_policies_with_preloads(&steps, t.n_layers, n);
+            let w: Vec<String> = r
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{:>8.3}",
+                        x.1.wasted_preloads as f64 / x.1.accesses.max(1) as f64
+                    )
+                })
+                .collect();
+            println!("{n:>6} {}", w.join(" "));
+        }
     }
     Ok(())
+}
+
+/// The trace as the engine ran it, layer by layer, with its predictions.
+fn replay_steps(t: &TraceFile) -> Vec<edgemoe::stream::ReplayStep> {
+    let mut steps = Vec::new();
+    for (i, token) in t.tokens.iter().enumerate() {
+        for (l, experts) in token.iter().enumerate() {
+            let next = |lists: &Vec<Vec<Vec<usize>>>| {
+                lists
+                    .get(i)
+                    .and_then(|tok| tok.get(l + 1))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            steps.push(edgemoe::stream::ReplayStep {
+                layer: l,
+                used: experts.clone(),
+                predicted_next: next(&t.predicted),
+                refined_next: next(&t.refined),
+            });
+        }
+    }
+    steps
 }
 
 #[derive(Args)]
@@ -555,13 +744,93 @@ struct BenchArgs {
     /// Backends the sweep runs (io_uring, pread, mmap).
     #[arg(long, value_delimiter = ',', default_value = "io_uring,pread,mmap")]
     sweep_backends: Vec<String>,
-    /// Router look-ahead depths the sweep runs (0: no preloading).
-    #[arg(long, value_delimiter = ',', default_value = "0,1")]
-    sweep_lookaheads: Vec<usize>,
+    /// Predictors the sweep runs (none, lookahead, stats); depth, preload count and policy
+    /// come from --lookahead, --preload-count and --policy.
+    #[arg(long, value_delimiter = ',', default_value = "none,lookahead")]
+    sweep_predictors: Vec<String>,
     /// Where the sweep writes sweep.json, sweep.csv and sweep.md
     /// (`tools/plot_sweep.py DIR/sweep.json` draws the PNG).
     #[arg(long, default_value = "sweep")]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// Model file (GGUF). Default: the bundled demo model, models/demo.gguf.
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Calibration text.
+    #[arg(short = 'f', long)]
+    text: PathBuf,
+    /// Use only the first fraction of the text (0.9: the demo model's training split).
+    #[arg(long, default_value_t = 0.9)]
+    head: f64,
+    /// Most calibration tokens (from the start of the text).
+    #[arg(long, default_value_t = 32768)]
+    tokens: usize,
+    /// Tokens per window (each window starts from an empty cache).
+    #[arg(long, default_value_t = 256)]
+    ctx: usize,
+    /// Output GGUF: the model with the predictor table.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Kernel threads (0: one per physical core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn run_profile(a: ProfileArgs) -> edgemoe::Result<()> {
+    use edgemoe::engine::predictor::{profile, write_model_with_stats};
+    let path = a.model.clone().unwrap_or_else(default_model);
+    let model = Arc::new(Model::load_with(
+        &path,
+        LoadOptions {
+            threads: a.threads,
+            ..Default::default()
+        },
+    )?);
+    let text = std::fs::read_to_string(&a.text).map_err(|e| edgemoe::Error::io(&a.text, e))?;
+    let keep = (text.chars().count() as f64 * a.head.clamp(0.0, 1.0)) as usize;
+    let end = text
+        .char_indices()
+        .nth(keep)
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let mut ids = model.tokenizer()?.encode(&text[..end], false)?;
+    ids.truncate(a.tokens);
+    let windows = ids.len().div_ceil(a.ctx.max(1));
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        window_bar("profile", windows)
+    };
+    let started = std::time::Instant::now();
+    let mut stats = profile(&model, &ids, a.ctx, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    stats.calibration = Some(format!(
+        "{} tokens of {} (first {:.0}%), windows of {}",
+        ids.len(),
+        a.text
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        100.0 * a.head.clamp(0.0, 1.0),
+        a.ctx
+    ));
+    write_model_with_stats(&path, &a.output, &stats)?;
+    let (k1, k2) = stats.keys();
+    eprintln!(
+        "counted {} tokens in {:.1} s: {k1} one-layer and {k2} two-layer keys; wrote {}",
+        stats.tokens(),
+        started.elapsed().as_secs_f64(),
+        a.output.display()
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -595,7 +864,12 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
     let model = Arc::new(a.model.load()?);
     let tokenizer = model.tokenizer()?;
     let mut session = Session::new(model.clone(), Some(ctx))?;
-    session.set_lookahead(a.model.lookahead);
+    if a.stats {
+        // Score every predictor the model supports, not only the one preloading.
+        let mut p = session.prediction();
+        p.score_all = true;
+        session.set_prediction(p)?;
+    }
     let params = a.params();
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", a.prompt);
@@ -622,13 +896,44 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
         edgemoe::quant::kernel_name(),
     );
     if a.stats {
-        let p = session.prediction_stats();
-        eprintln!(
-            "look-ahead ({} layer): recall {:.1}%, precision {:.1}%",
-            a.model.lookahead,
-            100.0 * p.recall(),
-            100.0 * p.precision()
-        );
+        let opts = session.prediction();
+        let count = opts.preload_count.unwrap_or(model.config.n_experts_used);
+        for kind in PredictorKind::ALL {
+            let Some(p) = session.prediction_stats_for(kind) else {
+                continue;
+            };
+            if p.used.iter().sum::<u64>() == 0 {
+                continue;
+            }
+            let layers: Vec<String> = (0..model.config.n_layers)
+                .filter(|&l| p.used[l] > 0)
+                .map(|l| {
+                    format!(
+                        "L{l} {:.1}/{:.1}",
+                        100.0 * p.layer_recall(l),
+                        100.0 * p.layer_precision(l)
+                    )
+                })
+                .collect();
+            let early = match session.early_prediction_stats_for(kind) {
+                Some(e) if e != p => format!(
+                    " (before the previous layer's experts: recall {:.1}%, precision {:.1}%)",
+                    100.0 * e.recall(),
+                    100.0 * e.precision()
+                ),
+                _ => String::new(),
+            };
+            eprintln!(
+                "predictor {}{} ({} layer{} ahead, {count} per token): recall {:.1}%, precision {:.1}%; per layer recall/precision % {}{early}",
+                kind.name(),
+                if kind == opts.predictor { ", preloading" } else { ", scored only" },
+                opts.depth,
+                if opts.depth == 1 { "" } else { "s" },
+                100.0 * p.recall(),
+                100.0 * p.precision(),
+                layers.join(", ")
+            );
+        }
         if let Some(st) = model.streamed() {
             let s = st.stats();
             let toks = (stats.prompt_tokens + stats.generated_tokens).max(1) as f64;
@@ -1022,6 +1327,17 @@ fn run_inspect(a: InspectArgs) -> edgemoe::Result<()> {
             println!("  calibration {c}");
         }
     }
+    if let Some(t) = &model.expert_stats {
+        let (k1, k2) = t.keys();
+        println!(
+            "predictor     EdgeMoE statistics: {} tokens, {k1} one-layer and {k2} two-layer keys{}",
+            t.tokens(),
+            t.calibration
+                .as_ref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
     if a.tensors {
         println!(
             "\n{:<40} {:>6} {:>20} {:>12}",
@@ -1084,7 +1400,18 @@ fn run_bench(mut a: BenchArgs) -> edgemoe::Result<()> {
             model: a.model.model.clone().unwrap_or_else(default_model),
             percents: a.sweep.clone(),
             backends,
-            lookaheads: a.sweep_lookaheads.clone(),
+            predictors: a
+                .sweep_predictors
+                .iter()
+                .map(|p| PredictorKind::parse(p))
+                .collect::<edgemoe::Result<Vec<_>>>()?,
+            prediction: PredictionOptions {
+                depth: a.model.lookahead.max(1),
+                preload_count: a.model.preload_count,
+                refine: !a.model.no_refine,
+                ..Default::default()
+            },
+            policy: a.model.policy()?,
             threads: a.model.threads,
             n_gen: a.n_gen,
             out: a.out.clone(),
@@ -1101,7 +1428,6 @@ fn run_bench(mut a: BenchArgs) -> edgemoe::Result<()> {
         .and_then(|t| t.bos_id());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut session = Session::new(model.clone(), Some(ctx))?;
-    session.set_lookahead(a.model.lookahead);
     let mut pp = |session: &mut Session, n: usize| -> edgemoe::Result<f64> {
         let ids: Vec<u32> = (0..n).map(|_| rng.random_range(0..vocab)).collect();
         session.reset();
@@ -1179,6 +1505,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => run_replay(a),
         Command::Convert(a) => run_convert(a),
         Command::Calibrate(a) => run_calibrate(a),
+        Command::Profile(a) => run_profile(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Bench(a) => run_bench(a),
     };

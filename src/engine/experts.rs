@@ -410,6 +410,10 @@ pub trait ExpertSource: Send + Sync {
         }
     }
 
+    /// The forward pass starts layer `layer` (before its experts are requested and fetched),
+    /// so eviction policies measure layer distances from it.
+    fn begin_layer(&self, _layer: usize) {}
+
     /// A short name for reports (`resident`, `streamed`, ...).
     fn name(&self) -> &'static str;
 

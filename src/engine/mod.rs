@@ -7,10 +7,12 @@ pub mod experts;
 pub mod generate;
 pub mod model;
 pub mod perplexity;
+pub mod predictor;
 pub mod session;
 
 pub use arch::Family;
 pub use config::ModelConfig;
 pub use experts::{ExpertDirectory, ExpertSource, ExpertView, Precision};
 pub use model::{Backend, BudgetPlan, LoadOptions, Model};
+pub use predictor::{ExpertStats, PredictionOptions, PredictorKind};
 pub use session::{CancelHandle, PredictionStats, Routing, RoutingObserver, RoutingTrace, Session};

@@ -63,6 +63,10 @@ pub struct Model {
     budget: Option<BudgetPlan>,
     /// Kernel threads, shared by the model's sessions.
     pool: Arc<ThreadPool>,
+    /// EdgeMoE's predictor table (`edgemoe.predictor.*`), when the file has one.
+    pub expert_stats: Option<Arc<super::predictor::ExpertStats>>,
+    /// How new sessions predict and preload experts.
+    prediction: super::predictor::PredictionOptions,
 }
 
 /// Where experts are served from.
@@ -95,6 +99,9 @@ pub struct LoadOptions<'a> {
     pub policy: crate::stream::PolicyKind,
     /// Tokens of KV cache the budget reserves for (default: the model's context, at most 2048).
     pub context_length: Option<usize>,
+    /// How sessions predict and preload experts (default: no prediction; a session can change
+    /// it). [`super::predictor::PredictorKind::Stats`] needs a file written by `edgemoe profile`.
+    pub prediction: super::predictor::PredictionOptions,
     /// Called with the fraction loaded; returning false cancels the load.
     pub progress: Option<&'a mut dyn FnMut(f32) -> bool>,
     /// See [`Model::low_precision_threshold`]; needs a file with low-precision copies
@@ -111,6 +118,7 @@ impl Default for LoadOptions<'_> {
             mlock: true,
             policy: crate::stream::PolicyKind::Lru,
             context_length: None,
+            prediction: Default::default(),
             progress: None,
             low_precision_threshold: None,
         }
@@ -392,6 +400,7 @@ impl Model {
             let mut model = Self::build(file, config, directory, experts, opts.progress.take())?;
             model.pool = Arc::new(ThreadPool::new(opts.threads));
             model.low_precision_threshold = opts.low_precision_threshold;
+            model.set_prediction_defaults(opts.prediction)?;
             return Ok(model);
         };
         let budget = opts.memory_budget.unwrap_or(u64::MAX / 4);
@@ -423,7 +432,36 @@ impl Model {
         model.budget = Some(plan);
         model.pool = Arc::new(ThreadPool::new(opts.threads));
         model.low_precision_threshold = opts.low_precision_threshold;
+        model.set_prediction_defaults(opts.prediction)?;
         Ok(model)
+    }
+
+    /// How new sessions predict and preload experts.
+    pub fn prediction_defaults(&self) -> super::predictor::PredictionOptions {
+        self.prediction
+    }
+
+    /// Sets how new sessions predict and preload experts. Fails when the statistics predictor
+    /// is asked for and the file has no table.
+    pub fn set_prediction_defaults(
+        &mut self,
+        p: super::predictor::PredictionOptions,
+    ) -> Result<()> {
+        self.check_prediction(&p)?;
+        self.prediction = p;
+        Ok(())
+    }
+
+    /// An error unless `p` can run on this model.
+    pub(crate) fn check_prediction(&self, p: &super::predictor::PredictionOptions) -> Result<()> {
+        if p.predictor == super::predictor::PredictorKind::Stats && self.expert_stats.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no expert statistics (edgemoe.predictor.*); write a copy with them \
+                 by `edgemoe profile`",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// The expert stream, when experts are streamed from storage.
@@ -553,6 +591,9 @@ impl Model {
         };
         let resident_bytes = ld.bytes;
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| e.to_string());
+        let expert_stats =
+            super::predictor::ExpertStats::from_gguf(&file.header, &config, &file.path)?
+                .map(Arc::new);
         Ok(Model {
             path: file.path.clone(),
             config,
@@ -569,6 +610,8 @@ impl Model {
             streamed: None,
             budget: None,
             pool: Arc::new(ThreadPool::single()),
+            expert_stats,
+            prediction: Default::default(),
         })
     }
 

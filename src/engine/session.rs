@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::arch::{QkNorm, RopeStyle};
 use super::experts::Precision;
 use super::model::Model;
+use super::predictor::{PredictionOptions, PredictorKind};
 use crate::tensor::ops::{self, matmat, MatvecScratch};
 use crate::{Error, Result};
 
@@ -30,6 +31,10 @@ pub struct Routing {
 pub trait RoutingObserver: Send {
     /// Called once per layer per token, in layer order, tokens in position order.
     fn observe(&mut self, layer: usize, position: usize, routing: &Routing);
+
+    /// Called when the predictor driving preloads predicts `experts` (most likely first) for
+    /// layer `layer` of the token at `position`, before that layer runs.
+    fn observe_prediction(&mut self, _layer: usize, _position: usize, _experts: &[usize]) {}
 }
 
 /// Records every routing decision (used by tests and calibration).
@@ -80,7 +85,6 @@ struct Scratch {
     used_low: Vec<usize>,
     /// `(token, slot)` pairs routed to the expert being computed.
     assigned: Vec<(usize, usize)>,
-    top: Vec<usize>,
     predicted_set: Vec<usize>,
     matvec: MatvecScratch,
 }
@@ -106,14 +110,29 @@ pub struct Session {
     scratch: Scratch,
     inv_freq: Vec<f32>,
     observer: Option<Box<dyn RoutingObserver>>,
-    lookahead: usize,
-    /// Experts predicted for each layer by the router look-ahead, not yet checked.
-    predicted: Vec<Vec<usize>>,
-    prediction: PredictionStats,
+    prediction: PredictionOptions,
+    /// One per predictor in [`PredictorKind::ALL`]: its pending predictions and its score.
+    trackers: Vec<Tracker>,
+    /// Per token of the batch, the experts of the previous layer and the one before.
+    prev_routes: [Vec<Vec<usize>>; 2],
     cancel: Arc<AtomicBool>,
 }
 
-/// How well the router look-ahead predicted each layer's experts.
+/// One predictor's predictions not yet checked, and its score so far.
+struct Tracker {
+    kind: PredictorKind,
+    /// Experts predicted for each layer, not yet checked.
+    pending: Vec<Vec<usize>>,
+    /// The part of `pending` predicted before the previous layer's experts ran.
+    pending_early: Vec<Vec<usize>>,
+    stats: PredictionStats,
+    /// The score of the early predictions alone (differs from `stats` only when refining).
+    early: PredictionStats,
+    /// Per token, the experts predicted for the layer being predicted (scratch).
+    per_token: Vec<Vec<usize>>,
+}
+
+/// How well a predictor predicted each layer's experts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PredictionStats {
     /// Per layer: experts predicted (summed over predictions made).
@@ -125,6 +144,22 @@ pub struct PredictionStats {
 }
 
 impl PredictionStats {
+    /// Zero counts for `n_layers` layers.
+    pub fn new(n_layers: usize) -> Self {
+        PredictionStats {
+            predicted: vec![0; n_layers],
+            used: vec![0; n_layers],
+            correct: vec![0; n_layers],
+        }
+    }
+
+    /// Counts one prediction of a layer against the experts it used.
+    fn record(&mut self, l: usize, predicted: &[usize], used: &[usize]) {
+        self.predicted[l] += predicted.len() as u64;
+        self.used[l] += used.len() as u64;
+        self.correct[l] += used.iter().filter(|e| predicted.contains(e)).count() as u64;
+    }
+
     /// Share of used experts that had been predicted, over all layers.
     pub fn recall(&self) -> f64 {
         self.correct.iter().sum::<u64>() as f64 / self.used.iter().sum::<u64>().max(1) as f64
@@ -133,6 +168,18 @@ impl PredictionStats {
     /// Share of predicted experts that were used, over all layers.
     pub fn precision(&self) -> f64 {
         self.correct.iter().sum::<u64>() as f64 / self.predicted.iter().sum::<u64>().max(1) as f64
+    }
+
+    /// Recall of layer `l` (0 when it was never predicted).
+    pub fn layer_recall(&self, l: usize) -> f64 {
+        let c = self.correct.get(l).copied().unwrap_or(0);
+        c as f64 / self.used.get(l).copied().unwrap_or(0).max(1) as f64
+    }
+
+    /// Precision of layer `l` (0 when it was never predicted).
+    pub fn layer_precision(&self, l: usize) -> f64 {
+        let c = self.correct.get(l).copied().unwrap_or(0);
+        c as f64 / self.predicted.get(l).copied().unwrap_or(0).max(1) as f64
     }
 }
 
@@ -185,7 +232,6 @@ impl Session {
             .collect();
         let pool = model.thread_pool().clone();
         Ok(Session {
-            model,
             cache,
             capacity,
             position: 0,
@@ -196,13 +242,20 @@ impl Session {
             },
             inv_freq,
             observer: None,
-            lookahead: 0,
-            predicted: vec![Vec::new(); n_layers],
-            prediction: PredictionStats {
-                predicted: vec![0; n_layers],
-                used: vec![0; n_layers],
-                correct: vec![0; n_layers],
-            },
+            prediction: model.prediction_defaults(),
+            trackers: PredictorKind::ALL
+                .iter()
+                .map(|&kind| Tracker {
+                    kind,
+                    pending: vec![Vec::new(); n_layers],
+                    pending_early: vec![Vec::new(); n_layers],
+                    stats: PredictionStats::new(n_layers),
+                    early: PredictionStats::new(n_layers),
+                    per_token: Vec::new(),
+                })
+                .collect(),
+            prev_routes: Default::default(),
+            model,
             cancel: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -225,7 +278,10 @@ impl Session {
     /// Forgets the conversation (keeps the allocations).
     pub fn reset(&mut self) {
         self.position = 0;
-        self.predicted.iter_mut().for_each(Vec::clear);
+        for t in &mut self.trackers {
+            t.pending.iter_mut().for_each(Vec::clear);
+            t.pending_early.iter_mut().for_each(Vec::clear);
+        }
     }
 
     /// Drops tokens after `position` from the cache, so generation can resume from there.
@@ -236,12 +292,54 @@ impl Session {
     /// Predict experts `depth` layers ahead by applying their routers to the current hidden
     /// state, and ask the expert source to preload them (0 turns prediction off).
     pub fn set_lookahead(&mut self, depth: usize) {
-        self.lookahead = depth;
+        self.prediction.predictor = if depth > 0 {
+            PredictorKind::LookAhead
+        } else {
+            PredictorKind::None
+        };
+        self.prediction.depth = depth.max(1);
     }
 
-    /// Accuracy of the router look-ahead so far.
+    /// Chooses the predictor, its depth and the experts preloaded per predicted layer. Fails
+    /// when the statistics predictor is asked for and the model has no table.
+    pub fn set_prediction(&mut self, p: PredictionOptions) -> Result<()> {
+        self.model.check_prediction(&p)?;
+        self.prediction = p;
+        Ok(())
+    }
+
+    /// How this session predicts experts.
+    pub fn prediction(&self) -> PredictionOptions {
+        self.prediction
+    }
+
+    /// Accuracy so far of the predictor driving preloads (the router look-ahead when there is
+    /// none).
     pub fn prediction_stats(&self) -> &PredictionStats {
-        &self.prediction
+        let kind = match self.prediction.predictor {
+            PredictorKind::None => PredictorKind::LookAhead,
+            k => k,
+        };
+        self.prediction_stats_for(kind)
+            .unwrap_or(&self.trackers[0].stats)
+    }
+
+    /// Accuracy so far of one predictor (zero counts unless it ran: the one driving preloads,
+    /// or every one with [`PredictionOptions::score_all`]).
+    pub fn prediction_stats_for(&self, kind: PredictorKind) -> Option<&PredictionStats> {
+        self.trackers
+            .iter()
+            .find(|t| t.kind == kind)
+            .map(|t| &t.stats)
+    }
+
+    /// Like [`Session::prediction_stats_for`], counting only the predictions made before the
+    /// previous layer's experts ran (without [`PredictionOptions::refine`]'s additions).
+    pub fn early_prediction_stats_for(&self, kind: PredictorKind) -> Option<&PredictionStats> {
+        self.trackers
+            .iter()
+            .find(|t| t.kind == kind)
+            .map(|t| &t.early)
     }
 
     /// A handle that cancels this session's evaluations from any thread.
@@ -299,6 +397,7 @@ impl Session {
                 }
                 self.attention(&model, l, &mut x[..n * h], n)?;
                 self.moe(&model, l, &mut x[..n * h], n)?;
+                self.refine(&model, l, &x[..n * h], n);
             }
             self.output(&model, &x[..n * h], n, all_logits);
             Ok(())
@@ -464,6 +563,7 @@ impl Session {
             used.extend(s.routes[..n].iter().flat_map(|r| r.experts.iter().copied()));
             used.sort_unstable();
             used.dedup();
+            model.experts.begin_layer(l);
             // Lower precision on a miss (HOBBIT): an expert no token needs at high precision
             // and that is not cached is read from its smaller low-precision copy.
             s.low.clear();
@@ -495,7 +595,7 @@ impl Session {
             }
             (s.used_high, s.used_low) = (high, low);
             self.check_prediction(l, &used);
-            self.look_ahead(model, l, x, n, &mut s);
+            self.predict(model, l, x, n, &mut s);
             grow(&mut s.expert_out, n * k * h);
             // Experts already in memory first, while the misses are read. Outputs are summed
             // in router order below, so the order of computation does not change the result.
@@ -584,46 +684,178 @@ impl Session {
         result
     }
 
-    /// Scores the prediction made earlier for layer `l` against the experts it used.
+    /// Scores the predictions made earlier for layer `l` against the experts it used.
     fn check_prediction(&mut self, l: usize, used: &[usize]) {
-        let predicted = std::mem::take(&mut self.predicted[l]);
-        if predicted.is_empty() {
-            return;
+        for t in &mut self.trackers {
+            if !t.pending[l].is_empty() {
+                t.stats.record(l, &t.pending[l], used);
+                t.pending[l].clear();
+            }
+            if !t.pending_early[l].is_empty() {
+                t.early.record(l, &t.pending_early[l], used);
+                t.pending_early[l].clear();
+            }
         }
-        let p = &mut self.prediction;
-        p.predicted[l] += predicted.len() as u64;
-        p.used[l] += used.len() as u64;
-        p.correct[l] += used.iter().filter(|e| predicted.contains(e)).count() as u64;
     }
 
-    /// Applies the routers of the next `lookahead` layers to the hidden state entering this
-    /// layer's experts, and preloads the experts they choose.
-    fn look_ahead(&mut self, model: &Model, l: usize, x: &[f32], n: usize, s: &mut Scratch) {
+    /// Predicts the experts of the next `depth` layers, while layer `l` is about to compute
+    /// its experts, with the predictor in use (whose predictions are preloaded) and, when
+    /// asked, the others (scored only).
+    fn predict(&mut self, model: &Model, l: usize, x: &[f32], n: usize, s: &mut Scratch) {
         let c = &model.config;
-        let h = c.hidden;
-        for m in l + 1..(l + 1 + self.lookahead).min(c.n_layers) {
-            let w = &model.layers[m];
-            // `s.gathered` is free until the experts run.
-            let hn = grow(&mut s.gathered, n * h);
-            for (xt, ht) in x.chunks_exact(h).zip(hn.chunks_exact_mut(h)) {
-                ops::rms_norm(xt, &w.ffn_norm, c.norm_eps, ht);
-            }
-            let logits = grow(&mut s.router_logits, n * c.n_experts);
-            matmat(w.router.as_ref(), hn, n, logits, &mut s.matvec);
-            let set = &mut s.predicted_set;
-            set.clear();
-            for lt in logits.chunks_exact(c.n_experts) {
-                select_top_k(lt, c.n_experts_used, &mut s.top);
-                set.extend_from_slice(&s.top);
-            }
-            set.sort_unstable();
-            set.dedup();
-            model.experts.prefetch(m, set);
-            let slot = &mut self.predicted[m];
-            slot.extend_from_slice(set);
-            slot.sort_unstable();
-            slot.dedup();
+        let opts = self.prediction;
+        if opts.predictor == PredictorKind::None && !opts.score_all {
+            return;
         }
+        let count = opts
+            .preload_count
+            .unwrap_or(c.n_experts_used)
+            .clamp(1, c.n_experts);
+        // Routes of this layer, for the statistics predictor's keys.
+        let current: Vec<Vec<usize>> = s.routes[..n].iter().map(|r| r.experts.clone()).collect();
+        for ti in 0..self.trackers.len() {
+            let kind = self.trackers[ti].kind;
+            let active = opts.predictor == kind;
+            if !(active || opts.score_all) {
+                continue;
+            }
+            if kind == PredictorKind::Stats && model.expert_stats.is_none() {
+                continue;
+            }
+            // Per token, the experts of the layer before the one predicted (chained through
+            // this predictor's own predictions beyond the next layer).
+            let mut prev1: Vec<Vec<usize>> = current.clone();
+            let mut prev2: Vec<Vec<usize>> = if l >= 1 && self.prev_routes[0].len() == n {
+                self.prev_routes[0].clone()
+            } else {
+                Vec::new()
+            };
+            for m in l + 1..(l + 1 + opts.depth).min(c.n_layers) {
+                let mut per_token = std::mem::take(&mut self.trackers[ti].per_token);
+                per_token.resize_with(n, Vec::new);
+                match kind {
+                    PredictorKind::LookAhead => {
+                        let h = c.hidden;
+                        let w = &model.layers[m];
+                        // `s.gathered` is free until the experts run.
+                        let hn = grow(&mut s.gathered, n * h);
+                        for (xt, ht) in x.chunks_exact(h).zip(hn.chunks_exact_mut(h)) {
+                            ops::rms_norm(xt, &w.ffn_norm, c.norm_eps, ht);
+                        }
+                        let logits = grow(&mut s.router_logits, n * c.n_experts);
+                        matmat(w.router.as_ref(), hn, n, logits, &mut s.matvec);
+                        for (lt, out) in logits.chunks_exact(c.n_experts).zip(&mut per_token) {
+                            select_top_k(lt, count, out);
+                        }
+                    }
+                    PredictorKind::Stats => {
+                        let Some(table) = model.expert_stats.as_deref() else {
+                            break;
+                        };
+                        let probs = grow(&mut s.router, c.n_experts);
+                        for (t, out) in per_token.iter_mut().enumerate() {
+                            table.predict(
+                                m,
+                                prev1.get(t).map(Vec::as_slice),
+                                prev2.get(t).map(Vec::as_slice),
+                                probs,
+                            );
+                            select_top_k(probs, count, out);
+                        }
+                    }
+                    PredictorKind::None => {}
+                }
+                let set = &mut s.predicted_set;
+                set.clear();
+                set.extend(per_token.iter().flatten().copied());
+                set.sort_unstable();
+                set.dedup();
+                if active {
+                    model.experts.prefetch(m, set);
+                    if let Some(obs) = self.observer.as_mut() {
+                        for (t, p) in per_token.iter().enumerate() {
+                            obs.observe_prediction(m, self.position + t, p);
+                        }
+                    }
+                }
+                let tr = &mut self.trackers[ti];
+                for slot in [&mut tr.pending[m], &mut tr.pending_early[m]] {
+                    slot.extend_from_slice(set);
+                    slot.sort_unstable();
+                    slot.dedup();
+                }
+                if kind == PredictorKind::Stats {
+                    // The keys of the layer after: its most likely k experts stand in for the
+                    // unknown routing.
+                    prev2 = std::mem::take(&mut prev1);
+                    prev1 = per_token
+                        .iter()
+                        .map(|p| p[..c.n_experts_used.min(p.len())].to_vec())
+                        .collect();
+                }
+                self.trackers[ti].per_token = per_token;
+            }
+        }
+        self.prev_routes[1] = std::mem::replace(&mut self.prev_routes[0], current);
+    }
+
+    /// Router look-ahead, second chance: once layer `l`'s experts have been added, layer
+    /// `l + 1`'s router on the new hidden state (only `l + 1`'s attention is missing) adds the
+    /// experts the early prediction missed; they are read while that attention runs.
+    fn refine(&mut self, model: &Model, l: usize, x: &[f32], n: usize) {
+        let c = &model.config;
+        let opts = self.prediction;
+        let m = l + 1;
+        let run = opts.refine
+            && m < c.n_layers
+            && (opts.predictor == PredictorKind::LookAhead || opts.score_all);
+        if !run {
+            return;
+        }
+        let Some(ti) = self
+            .trackers
+            .iter()
+            .position(|t| t.kind == PredictorKind::LookAhead)
+        else {
+            return;
+        };
+        let count = opts
+            .preload_count
+            .unwrap_or(c.n_experts_used)
+            .clamp(1, c.n_experts);
+        let h = c.hidden;
+        let w = &model.layers[m];
+        let mut s = std::mem::take(&mut self.scratch);
+        let hn = grow(&mut s.gathered, n * h);
+        for (xt, ht) in x.chunks_exact(h).zip(hn.chunks_exact_mut(h)) {
+            ops::rms_norm(xt, &w.ffn_norm, c.norm_eps, ht);
+        }
+        let logits = grow(&mut s.router_logits, n * c.n_experts);
+        matmat(w.router.as_ref(), hn, n, logits, &mut s.matvec);
+        let mut per_token = std::mem::take(&mut self.trackers[ti].per_token);
+        per_token.resize_with(n, Vec::new);
+        for (lt, out) in logits.chunks_exact(c.n_experts).zip(&mut per_token) {
+            select_top_k(lt, count, out);
+        }
+        let set = &mut s.predicted_set;
+        set.clear();
+        set.extend(per_token.iter().flatten().copied());
+        set.sort_unstable();
+        set.dedup();
+        if opts.predictor == PredictorKind::LookAhead {
+            model.experts.prefetch(m, set);
+            if let Some(obs) = self.observer.as_mut() {
+                for (t, p) in per_token.iter().enumerate() {
+                    obs.observe_prediction(m, self.position + t, p);
+                }
+            }
+        }
+        let slot = &mut self.trackers[ti].pending[m];
+        slot.extend_from_slice(set);
+        slot.sort_unstable();
+        slot.dedup();
+        self.trackers[ti].per_token = per_token;
+        self.scratch = s;
     }
 
     fn output(&mut self, model: &Model, x: &[f32], n: usize, all_logits: bool) {

@@ -150,6 +150,14 @@ impl GgufValue {
         }
     }
 
+    /// An array of u32.
+    pub fn u32_array(items: impl IntoIterator<Item = u32>) -> Self {
+        GgufValue::Array {
+            elem_type: value_type::U32,
+            items: items.into_iter().map(GgufValue::U32).collect(),
+        }
+    }
+
     /// An array of i32.
     pub fn i32_array(items: impl IntoIterator<Item = i32>) -> Self {
         GgufValue::Array {

@@ -32,8 +32,8 @@ use parking_lot::Mutex;
 
 pub use backend::{open_backend, Backend, BackendKind, Completion, ReadRequest};
 pub use cache::{
-    belady, compare_policies, replay, AccessInfo, EvictionPolicy, Key, PolicyContext, PolicyKind,
-    ReplayStats,
+    belady, compare_policies, compare_policies_with_preloads, replay, replay_with_preloads,
+    AccessInfo, EvictionPolicy, Key, PolicyContext, PolicyKind, ReplayStats, ReplayStep,
 };
 pub use pool::{SlotPool, ALIGN};
 pub use source::Source;
@@ -988,6 +988,12 @@ impl ExpertSource for StreamedExperts {
         }
     }
 
+    fn begin_layer(&self, layer: usize) {
+        if layer < self.directory.n_layers {
+            self.state.lock().enter_layer(layer);
+        }
+    }
+
     fn prefetch(&self, layer: usize, experts: &[usize]) {
         self.start_reads(layer, experts, Precision::High, false);
     }
@@ -1044,6 +1050,9 @@ impl ExpertSource for Shared {
     }
     fn request(&self, layer: usize, experts: &[usize]) {
         self.0.request(layer, experts)
+    }
+    fn begin_layer(&self, layer: usize) {
+        self.0.begin_layer(layer)
     }
     fn is_ready(&self, layer: usize, expert: usize) -> bool {
         self.0.is_ready(layer, expert)

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgemoe::engine::model::preflight;
-use edgemoe::engine::{Backend, LoadOptions, Model, Session};
+use edgemoe::engine::{Backend, LoadOptions, Model, PredictionOptions, PredictorKind, Session};
+use edgemoe::stream::PolicyKind;
 use edgemoe::stream::{rawread, Source};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -19,8 +20,11 @@ pub struct SweepPlan {
     /// Expert pool sizes, in percent of all expert bytes.
     pub percents: Vec<f64>,
     pub backends: Vec<Backend>,
-    /// Router look-ahead depths (0: no preloading).
-    pub lookaheads: Vec<usize>,
+    /// Expert predictors driving preloads (`none`: no preloading).
+    pub predictors: Vec<PredictorKind>,
+    /// Depth and preload count of the predictors.
+    pub prediction: PredictionOptions,
+    pub policy: PolicyKind,
     pub threads: usize,
     /// Tokens decoded per run.
     pub n_gen: usize,
@@ -31,7 +35,7 @@ pub struct SweepPlan {
 #[derive(Serialize)]
 struct Run {
     backend: String,
-    lookahead: usize,
+    predictor: String,
     percent: f64,
     budget: u64,
     pool: u64,
@@ -63,6 +67,7 @@ struct Report {
     model: String,
     threads: usize,
     kernel: String,
+    policy: String,
     expert_bytes: u64,
     resident_ms_per_token: f64,
     raw_read_bandwidth: f64,
@@ -88,8 +93,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
             ..Default::default()
         },
     )?);
-    decode(&resident, 0, plan.n_gen.min(16))?; // page the mapped weights in
-    let resident_s = decode(&resident, 0, plan.n_gen)?;
+    decode(&resident, plan.n_gen.min(16))?; // page the mapped weights in
+    let resident_s = decode(&resident, plan.n_gen)?;
     let resident_ms = resident_s * 1e3 / plan.n_gen as f64;
     let kernel = edgemoe::quant::kernel_name().to_string();
     drop(resident);
@@ -111,7 +116,11 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
 
     let mut runs = Vec::new();
     for &backend in &plan.backends {
-        for &lookahead in &plan.lookaheads {
+        for &predictor in &plan.predictors {
+            let prediction = PredictionOptions {
+                predictor,
+                ..plan.prediction
+            };
             for &pct in &plan.percents {
                 let budget = fixed + (pf.max_pool as f64 * pct / 100.0) as u64;
                 source.drop_page_cache();
@@ -122,6 +131,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                         backend,
                         threads: plan.threads,
                         context_length: Some(ctx),
+                        policy: plan.policy,
+                        prediction,
                         ..Default::default()
                     },
                 ) {
@@ -137,7 +148,7 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                     .cloned()
                     .ok_or_else(|| edgemoe::Error::InvalidArgument("not streamed".into()))?;
                 st.reset_stats();
-                let secs = decode(&model, lookahead, plan.n_gen)?;
+                let secs = decode(&model, plan.n_gen)?;
                 let s = st.stats();
                 let n = plan.n_gen as f64;
                 let mean_read = s.bytes_read as f64 / s.reads.max(1) as f64;
@@ -146,7 +157,7 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                 let ideal = resident_ms.max(needed / raw_bw * 1e3);
                 let run = Run {
                     backend: st.backend_name().to_string(),
-                    lookahead,
+                    predictor: predictor.name().to_string(),
                     percent: pct,
                     budget,
                     pool: st.pool_bytes(),
@@ -176,6 +187,7 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
         model: plan.model.display().to_string(),
         threads: plan.threads,
         kernel,
+        policy: format!("{:?}", plan.policy).to_lowercase(),
         expert_bytes: pf.expert_bytes,
         resident_ms_per_token: resident_ms,
         raw_read_bandwidth: raw_bw,
@@ -185,10 +197,10 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
     write_outputs(&plan.out, &report)
 }
 
-/// Decodes `n` random tokens one at a time in a fresh session; returns the seconds taken.
-fn decode(model: &Arc<Model>, lookahead: usize, n: usize) -> edgemoe::Result<f64> {
+/// Decodes `n` random tokens one at a time in a fresh session (predicting as the model's
+/// defaults say); returns the seconds taken.
+fn decode(model: &Arc<Model>, n: usize) -> edgemoe::Result<f64> {
     let mut session = Session::new(model.clone(), Some(n + 1))?;
-    session.set_lookahead(lookahead);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let vocab = model.config.vocab as u32;
     let t0 = Instant::now();
@@ -208,13 +220,13 @@ fn expert_region(path: &Path) -> edgemoe::Result<(u64, u64)> {
     Ok((lo.min(hi), hi))
 }
 
-const HEADER: &str = "| backend | look-ahead | budget % | pool MiB | tok/s | ms/token | ideal ms | vs ideal | hit rate | served | MiB read/token | read MiB/s | wait ms/token |";
+const HEADER: &str = "| backend | predictor | budget % | pool MiB | tok/s | ms/token | ideal ms | vs ideal | hit rate | served | MiB read/token | read MiB/s | wait ms/token |";
 
 fn row(r: &Run) -> String {
     format!(
         "| {} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2}x | {:.3} | {:.3} | {:.1} | {:.0} | {:.1} |",
         r.backend,
-        r.lookahead,
+        r.predictor,
         r.percent,
         r.pool as f64 / (1 << 20) as f64,
         r.tokens_per_second,
@@ -238,13 +250,13 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
         .map_err(|e| edgemoe::Error::InvalidArgument(format!("report: {e}")))?;
     write("sweep.json", json)?;
     let mut csv = String::from(
-        "backend,lookahead,percent,pool,tokens_per_second,ms_per_token,ideal_ms_per_token,vs_ideal,hit_rate,served_rate,bytes_read_per_token,read_bandwidth,io_wait_ms_per_token\n",
+        "backend,predictor,percent,pool,tokens_per_second,ms_per_token,ideal_ms_per_token,vs_ideal,hit_rate,served_rate,bytes_read_per_token,read_bandwidth,io_wait_ms_per_token\n",
     );
     for r in &report.runs {
         csv += &format!(
             "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.backend,
-            r.lookahead,
+            r.predictor,
             r.percent,
             r.pool,
             r.tokens_per_second,
@@ -265,10 +277,11 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
         .map(|_| "---|")
         .collect::<String>();
     let mut md = format!(
-        "{}: {} threads, {} kernels; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 4 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
+        "{}: {} threads, {} kernels, {} policy; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 4 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
         report.model,
         report.threads,
         report.kernel,
+        report.policy,
         report.expert_bytes >> 20,
         report.resident_ms_per_token,
         report.raw_read_bandwidth / (1 << 20) as f64,
