@@ -11,9 +11,12 @@
 # Usage: tools/test_aarch64.sh [--install | --check] [extra cargo test args]
 #   --install   install the prerequisites above first (needs root for apt)
 #   --check     only check the prerequisites: exit 0 if present, else 1
-# Respects CARGO_TARGET_DIR. Extra arguments go to `cargo test` (default
-# filter: `quant::`). AARCH64_CPUS overrides the CPU list, as
-# "cpu:expected-kernels ..." (default "max:neon-dotprod cortex-a57:neon").
+# Respects CARGO_TARGET_DIR. Builds with --release: the tests run faster
+# under emulation, and the host-side build scripts and proc macros are the
+# ones `cargo test --release` already built. Extra arguments go to
+# `cargo test` (default, when there are none: the filter `quant::`).
+# AARCH64_CPUS overrides the CPU list, as "cpu:expected-kernels ..."
+# (default "max:neon-dotprod cortex-a57:neon").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -58,11 +61,11 @@ if [[ $# -eq 0 ]]; then
 fi
 # Build once; the runner is not part of cargo's fingerprint, so changing the
 # CPU between runs does not rebuild.
-cargo test --target aarch64-unknown-linux-gnu --lib --no-run "$@"
+cargo test --release --target aarch64-unknown-linux-gnu --lib --no-run "$@"
 for spec in ${AARCH64_CPUS:-max:neon-dotprod cortex-a57:neon}; do
     cpu=${spec%%:*}
     echo "== aarch64 tests under qemu -cpu $cpu (expects ${spec#*:} kernels)" >&2
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -cpu $cpu -L $SYSROOT" \
         EDGEMOE_EXPECT_KERNELS="${spec#*:}" \
-        cargo test --target aarch64-unknown-linux-gnu --lib "$@"
+        cargo test --release --target aarch64-unknown-linux-gnu --lib "$@"
 done
