@@ -11,8 +11,10 @@
 //!   dot products run on integers.
 //!
 //! The dot products have SIMD versions (AVX-512 with VNNI or AVX2+FMA+F16C on
-//! x86_64, NEON on aarch64) chosen at run time; `EDGEMOE_FORCE_SCALAR=1` forces
-//! the portable scalar code and `EDGEMOE_FORCE_AVX2=1` caps x86_64 at AVX2. Results are deterministic: the same inputs give the same bits
+//! x86_64, NEON with or without dotprod on aarch64) chosen at run time;
+//! `EDGEMOE_FORCE_SCALAR=1` forces the portable scalar code, `EDGEMOE_FORCE_AVX2=1`
+//! caps x86_64 at AVX2 and `EDGEMOE_FORCE_NEON=1` caps aarch64 at base NEON
+//! (no dotprod). Results are deterministic: the same inputs give the same bits
 //! on a given machine whatever thread computes them. The K-quant SIMD kernels
 //! give exactly the scalar result (integer sums per super-block); the float and
 //! legacy-format kernels differ from the scalar ones only in summation order.
@@ -266,27 +268,31 @@ pub(crate) enum Level {
     Avx512,
     #[cfg(target_arch = "aarch64")]
     Neon,
+    /// NEON + dotprod (SDOT): the integer types in `neon.rs`'s `sdot`, base NEON for the rest.
+    #[cfg(target_arch = "aarch64")]
+    NeonDot,
 }
 
-/// Whether a value of `EDGEMOE_FORCE_SCALAR` (or `EDGEMOE_FORCE_AVX2`) asks for it:
+/// Whether a value of `EDGEMOE_FORCE_SCALAR` (or `_AVX2`, `_NEON`) asks for it:
 /// anything but unset, empty or `0`.
 fn force_scalar(value: Option<&str>) -> bool {
     value.is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// The level to use: the best one detected, unless `EDGEMOE_FORCE_SCALAR` asks for the
-/// portable code or `EDGEMOE_FORCE_AVX2` caps x86_64 at AVX2 (so both SIMD paths can be
-/// exercised on one machine).
+/// portable code, `EDGEMOE_FORCE_AVX2` caps x86_64 at AVX2 or `EDGEMOE_FORCE_NEON` caps
+/// aarch64 at base NEON (so every SIMD path can be exercised on one machine).
 fn detect() -> Level {
     let env = |k: &str| std::env::var(k).ok();
     choose(
         best_level(),
         force_scalar(env("EDGEMOE_FORCE_SCALAR").as_deref()),
         force_scalar(env("EDGEMOE_FORCE_AVX2").as_deref()),
+        force_scalar(env("EDGEMOE_FORCE_NEON").as_deref()),
     )
 }
 
-fn choose(best: Level, scalar: bool, avx2: bool) -> Level {
+fn choose(best: Level, scalar: bool, avx2: bool, neon: bool) -> Level {
     if scalar {
         return Level::Scalar;
     }
@@ -294,7 +300,11 @@ fn choose(best: Level, scalar: bool, avx2: bool) -> Level {
     if avx2 && best == Level::Avx512 {
         return Level::Avx2;
     }
-    let _ = avx2;
+    #[cfg(target_arch = "aarch64")]
+    if neon && best == Level::NeonDot {
+        return Level::Neon;
+    }
+    let _ = (avx2, neon);
     best
 }
 
@@ -320,6 +330,9 @@ pub(crate) fn best_level() -> Level {
     #[cfg(target_arch = "aarch64")]
     {
         if std::arch::is_aarch64_feature_detected!("neon") {
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                return Level::NeonDot;
+            }
             return Level::Neon;
         }
     }
@@ -335,6 +348,10 @@ pub(crate) fn supported_levels() -> Vec<Level> {
     if best == Level::Avx512 {
         levels.push(Level::Avx2);
     }
+    #[cfg(target_arch = "aarch64")]
+    if best == Level::NeonDot {
+        levels.push(Level::Neon);
+    }
     levels.retain(|&l| l != Level::Scalar);
     levels
 }
@@ -344,9 +361,14 @@ fn level() -> Level {
     *LEVEL.get_or_init(detect)
 }
 
-/// Name of the dot-product kernels in use: `"avx512"`, `"avx2"`, `"neon"` or `"scalar"`.
+/// Name of the dot-product kernels in use: `"avx512"`, `"avx2"`, `"neon-dotprod"`, `"neon"`
+/// or `"scalar"`.
 pub fn kernel_name() -> &'static str {
-    match level() {
+    level_name(level())
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
         Level::Scalar => "scalar",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => "avx2",
@@ -354,6 +376,8 @@ pub fn kernel_name() -> &'static str {
         Level::Avx512 => "avx512",
         #[cfg(target_arch = "aarch64")]
         Level::Neon => "neon",
+        #[cfg(target_arch = "aarch64")]
+        Level::NeonDot => "neon-dotprod",
     }
 }
 
@@ -383,6 +407,12 @@ pub(crate) fn kernel(weight_type: GgmlType, level: Level) -> DotFn {
         #[cfg(target_arch = "aarch64")]
         Level::Neon => {
             if let Some(f) = neon::kernel(weight_type) {
+                return f;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Level::NeonDot => {
+            if let Some(f) = neon::kernel_dotprod(weight_type) {
                 return f;
             }
         }

@@ -1,57 +1,80 @@
 //! NEON dot-product kernels for aarch64.
 //!
-//! Selected by `quant::kernel` when NEON was detected at run time (always, on
-//! aarch64 Linux). Every kernel is an `unsafe fn` with the [`DotFn`] contract:
-//! `row` holds exactly `act.n` elements of the weight type and `act` was
-//! prepared as its `vec_dot_type`, so every pointer offset below stays inside
-//! `row`, `act.qs`, `act.d`, `act.s` or `act.x`. Loads go through byte
-//! pointers (`vld1q_u8` / `vld1q_s8`), which need no alignment.
+//! Two levels, selected by `quant::kernel` from run-time detection: base NEON
+//! (every aarch64 CPU) and NEON + `dotprod` (SDOT; Armv8.2+ cores such as
+//! Cortex-A55/A76 and Apple M1+). Every kernel is an `unsafe fn` with the
+//! [`DotFn`] contract: `row` holds exactly `act.n` elements of the weight type
+//! and `act` was prepared as its `vec_dot_type`, so every pointer offset below
+//! stays inside `row`, `act.qs`, `act.d`, `act.s` or `act.x`. Loads go through
+//! byte pointers (`vld1q_u8` / `vld1q_s8`), which need no alignment.
 //!
-//! Only base NEON is used (no `dotprod`): 8x8-bit widening multiplies and
-//! pairwise accumulation into i32 lanes. All quantised kernels form exact
-//! integer sums per block (per super-block for the K-quants) and apply the
-//! scales exactly as the scalar kernels in `dot.rs` do, so their results are
-//! bit-identical to the scalar ones. The float kernels differ from the scalar
+//! The integer kernels are written once (`int_kernels!`) over a
+//! dot-accumulate step: base NEON uses 8x8-bit widening multiplies with
+//! pairwise accumulation into i32 lanes, the dotprod level one SDOT per 16
+//! bytes. Both form exact integer sums per block (per super-block for the
+//! K-quants) and apply the scales exactly as the scalar kernels in `dot.rs`
+//! do, so their results are bit-identical to each other and to the scalar
+//! ones. The float kernels (base NEON at both levels) differ from the scalar
 //! ones only by summation order.
 
 use std::arch::aarch64::*;
+use std::arch::asm;
 
 use super::dot::{k4_min_sum, k4_scales_mins};
 use super::reference::{f16_at, q3k_scales, QK_K};
 use super::{Activation, DotFn};
 use crate::tensor::dtype::GgmlType;
 
-/// The NEON kernel for `t`, if there is one.
+/// The base-NEON kernel for `t`, if there is one.
 pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
     Some(match t {
         GgmlType::F32 => dot_f32,
         GgmlType::F16 => dot_f16,
         GgmlType::BF16 => dot_bf16,
-        GgmlType::Q4_0 => dot_q4_0,
-        GgmlType::Q4_1 => dot_q4_1,
-        GgmlType::Q5_0 => dot_q5_0,
-        GgmlType::Q5_1 => dot_q5_1,
-        GgmlType::Q8_0 => dot_q8_0,
-        GgmlType::Q2K => dot_q2_k,
-        GgmlType::Q3K => dot_q3_k,
-        GgmlType::Q4K => dot_q4_k,
-        GgmlType::Q5K => dot_q5_k,
-        GgmlType::Q6K => dot_q6_k,
-        GgmlType::Q8_1 | GgmlType::Q8K => return None,
+        _ => return base::kernel(t),
     })
+}
+
+/// The NEON + dotprod kernel for `t`, if there is one (float types: the base-NEON ones).
+pub(crate) fn kernel_dotprod(t: GgmlType) -> Option<DotFn> {
+    sdot::kernel(t).or_else(|| kernel(t))
 }
 
 // ---------------------------------------------------------------------------
 // Helpers. Callers guarantee NEON and pointer validity.
 // ---------------------------------------------------------------------------
 
-/// Products of 16 signed bytes, summed pairwise into 4 i32 lanes. Exact.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn dot16(x: int8x16_t, y: int8x16_t) -> int32x4_t {
-    let p0 = vmull_s8(vget_low_s8(x), vget_low_s8(y));
-    let p1 = vmull_high_s8(x, y);
-    vpadalq_s16(vpaddlq_s16(p0), p1)
+/// `$acc` plus the products of the 16 signed bytes of `$x` and `$y`, summed
+/// pairwise into 4 i32 lanes, with base NEON. Exact (|product| <= 2^14 fits i16).
+macro_rules! dot_acc_neon {
+    ($acc:expr, $x:expr, $y:expr) => {{
+        let (x, y): (int8x16_t, int8x16_t) = ($x, $y);
+        let p0 = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+        vpadalq_s16(vpadalq_s16($acc, p0), vmull_high_s8(x, y))
+    }};
+}
+
+/// `$acc` plus the products of the 16 signed bytes of `$x` and `$y`, each lane
+/// summing 4 consecutive products: one SDOT. `vdotq_s32` is still unstable
+/// (`stdarch_neon_dotprod`) on the rustc used here (1.95), hence `asm!`; it
+/// only assembles inside functions compiled with the `dotprod` feature.
+macro_rules! dot_acc_sdot {
+    ($acc:expr, $x:expr, $y:expr) => {{
+        let mut acc: int32x4_t = $acc;
+        let (x, y): (int8x16_t, int8x16_t) = ($x, $y);
+        // SAFETY: SDOT only reads and writes these three vector registers; the
+        // enclosing kernel is compiled with, and only selected on CPUs with, `dotprod`.
+        unsafe {
+            asm!(
+                "sdot {acc:v}.4s, {x:v}.16b, {y:v}.16b",
+                acc = inout(vreg) acc,
+                x = in(vreg) x,
+                y = in(vreg) y,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        acc
+    }};
 }
 
 #[inline]
@@ -208,312 +231,371 @@ unsafe fn dot_bf16(row: &[u8], act: &Activation) -> f32 {
 }
 
 // ---------------------------------------------------------------------------
-// Legacy 32-element formats
+// Integer kernels, instantiated for base NEON and for NEON + dotprod
 // ---------------------------------------------------------------------------
 
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
-    let y = act.qs.as_ptr();
-    let mut sumf = 0f32;
-    for (ib, blk) in row.chunks_exact(34).enumerate() {
-        let b = blk.as_ptr();
-        let yb = y.add(32 * ib);
-        let acc = vaddq_s32(
-            dot16(ld_i8(b.add(2) as *const i8), ld_i8(yb)),
-            dot16(ld_i8(b.add(18) as *const i8), ld_i8(yb.add(16))),
-        );
-        let sumi = vaddvq_s32(acc);
-        sumf += sumi as f32 * (f16_at(blk, 0) * act.d[ib]);
-    }
-    sumf
-}
-
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q4_0(row: &[u8], act: &Activation) -> f32 {
-    let y = act.qs.as_ptr();
-    let m4 = vdupq_n_u8(0x0F);
-    let eight = vdupq_n_s8(8);
-    let mut sumf = 0f32;
-    for (ib, blk) in row.chunks_exact(18).enumerate() {
-        let q = ld_u8(blk.as_ptr().add(2));
-        let lo = vsubq_s8(s8(vandq_u8(q, m4)), eight);
-        let hi = vsubq_s8(s8(vshrq_n_u8::<4>(q)), eight);
-        let yb = y.add(32 * ib);
-        let sumi = vaddvq_s32(vaddq_s32(
-            dot16(lo, ld_i8(yb)),
-            dot16(hi, ld_i8(yb.add(16))),
-        ));
-        sumf += sumi as f32 * f16_at(blk, 0) * act.d[ib];
-    }
-    sumf
-}
-
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q4_1(row: &[u8], act: &Activation) -> f32 {
-    let y = act.qs.as_ptr();
-    let m4 = vdupq_n_u8(0x0F);
-    let mut sumf = 0f32;
-    for (ib, blk) in row.chunks_exact(20).enumerate() {
-        let q = ld_u8(blk.as_ptr().add(4));
-        let lo = s8(vandq_u8(q, m4));
-        let hi = s8(vshrq_n_u8::<4>(q));
-        let yb = y.add(32 * ib);
-        let sumi = vaddvq_s32(vaddq_s32(
-            dot16(lo, ld_i8(yb)),
-            dot16(hi, ld_i8(yb.add(16))),
-        ));
-        sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32 + f16_at(blk, 2) * act.s[ib];
-    }
-    sumf
-}
-
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q5_0(row: &[u8], act: &Activation) -> f32 {
-    let y = act.qs.as_ptr();
-    let m4 = vdupq_n_u8(0x0F);
-    let m16 = vdupq_n_s8(16);
-    let mut sumf = 0f32;
-    for (ib, blk) in row.chunks_exact(22).enumerate() {
-        let b = blk.as_ptr();
-        let (h0, h1) = high_bits32(b.add(2));
-        let q = ld_u8(b.add(6));
-        let lo = vsubq_s8(s8(vorrq_u8(vandq_u8(q, m4), h0)), m16);
-        let hi = vsubq_s8(s8(vorrq_u8(vshrq_n_u8::<4>(q), h1)), m16);
-        let yb = y.add(32 * ib);
-        let sumi = vaddvq_s32(vaddq_s32(
-            dot16(lo, ld_i8(yb)),
-            dot16(hi, ld_i8(yb.add(16))),
-        ));
-        sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32;
-    }
-    sumf
-}
-
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q5_1(row: &[u8], act: &Activation) -> f32 {
-    let y = act.qs.as_ptr();
-    let m4 = vdupq_n_u8(0x0F);
-    let mut sumf = 0f32;
-    for (ib, blk) in row.chunks_exact(24).enumerate() {
-        let b = blk.as_ptr();
-        let (h0, h1) = high_bits32(b.add(4));
-        let q = ld_u8(b.add(8));
-        let lo = s8(vorrq_u8(vandq_u8(q, m4), h0));
-        let hi = s8(vorrq_u8(vshrq_n_u8::<4>(q), h1));
-        let yb = y.add(32 * ib);
-        let sumi = vaddvq_s32(vaddq_s32(
-            dot16(lo, ld_i8(yb)),
-            dot16(hi, ld_i8(yb.add(16))),
-        ));
-        sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32 + f16_at(blk, 2) * act.s[ib];
-    }
-    sumf
-}
-
-// ---------------------------------------------------------------------------
-// K-quants (activations Q8_K); bit-identical to dot.rs
-// ---------------------------------------------------------------------------
-
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
-    let m3 = vdupq_n_u8(3);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(84).enumerate() {
-        let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = &blk[..16];
-        let bsums = &act.bsums[16 * i..16 * i + 16];
-        let mut summs = 0i32;
-        for j in 0..16 {
-            summs += bsums[j] as i32 * (sc[j] >> 4) as i32;
+/// Defines the integer kernels and their `kernel` lookup, compiled with the
+/// target features `$feat` and the dot-accumulate step `$dot` (a macro name).
+macro_rules! int_kernels {
+    ($feat:literal, $dot:ident) => {
+        /// The kernel for `t`, if it is an integer type.
+        pub(super) fn kernel(t: GgmlType) -> Option<DotFn> {
+            Some(match t {
+                GgmlType::Q4_0 => dot_q4_0,
+                GgmlType::Q4_1 => dot_q4_1,
+                GgmlType::Q5_0 => dot_q5_0,
+                GgmlType::Q5_1 => dot_q5_1,
+                GgmlType::Q8_0 => dot_q8_0,
+                GgmlType::Q2K => dot_q2_k,
+                GgmlType::Q3K => dot_q3_k,
+                GgmlType::Q4K => dot_q4_k,
+                GgmlType::Q5K => dot_q5_k,
+                GgmlType::Q6K => dot_q6_k,
+                _ => return None,
+            })
         }
-        let mut acc = vdupq_n_s32(0);
-        for h in 0..2 {
-            let qa = ld_u8(b.add(16 + 32 * h));
-            let qb = ld_u8(b.add(16 + 32 * h + 16));
-            for s in 0..4 {
-                let sh = vdupq_n_s8(-2 * s as i8);
-                let a = s8(vandq_u8(vshlq_u8(qa, sh), m3));
-                let c = s8(vandq_u8(vshlq_u8(qb, sh), m3));
-                let yb = y.add(128 * h + 32 * s);
-                let is = 8 * h + 2 * s;
-                acc = vmlaq_n_s32(acc, dot16(a, ld_i8(yb)), (sc[is] & 0xF) as i32);
-                acc = vmlaq_n_s32(acc, dot16(c, ld_i8(yb.add(16))), (sc[is + 1] & 0xF) as i32);
-            }
-        }
-        let isum = vaddvq_s32(acc);
-        let yd = act.d[i];
-        let dall = yd * f16_at(blk, 80);
-        let dmin = yd * f16_at(blk, 82);
-        sumf += dall * isum as f32 - dmin * summs as f32;
-    }
-    sumf
-}
 
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
-    let m3 = vdupq_n_u8(3);
-    let four = vdupq_n_u8(4);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(110).enumerate() {
-        let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = q3k_scales(&blk[96..108]);
-        let hm = [ld_u8(b), ld_u8(b.add(16))];
-        let mut acc = vdupq_n_s32(0);
-        for h in 0..2 {
-            let q = [ld_u8(b.add(32 + 32 * h)), ld_u8(b.add(48 + 32 * h))];
-            for s in 0..4 {
-                let sh = vdupq_n_s8(-2 * s as i8);
-                let mask = vdupq_n_u8(1 << (4 * h + s));
-                for part in 0..2 {
-                    let lo = vandq_u8(vshlq_u8(q[part], sh), m3);
-                    // lo + 4 when the high bit is set; the value is that minus 4.
-                    let hb = vandq_u8(vtstq_u8(hm[part], mask), four);
-                    let v = vsubq_s8(s8(vorrq_u8(lo, hb)), vdupq_n_s8(4));
-                    let yb = y.add(128 * h + 32 * s + 16 * part);
-                    acc = vmlaq_n_s32(acc, dot16(v, ld_i8(yb)), sc[8 * h + 2 * s + part] as i32);
-                }
-            }
-        }
-        let isum = vaddvq_s32(acc);
-        let d = f16_at(blk, 108) * act.d[i];
-        sumf += d * isum as f32;
-    }
-    sumf
-}
+        // ---------------------------------------------------------------------------
+        // Legacy 32-element formats
+        // ---------------------------------------------------------------------------
 
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
-    let m4 = vdupq_n_u8(0x0F);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(144).enumerate() {
-        let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let (scales, mins) = k4_scales_mins(&blk[4..16]);
-        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
-        let mut acc = vdupq_n_s32(0);
-        for c in 0..4 {
-            let q0 = ld_u8(b.add(16 + 32 * c));
-            let q1 = ld_u8(b.add(32 + 32 * c));
-            let yb = y.add(64 * c);
-            let lo = vaddq_s32(
-                dot16(s8(vandq_u8(q0, m4)), ld_i8(yb)),
-                dot16(s8(vandq_u8(q1, m4)), ld_i8(yb.add(16))),
-            );
-            let hi = vaddq_s32(
-                dot16(s8(vshrq_n_u8::<4>(q0)), ld_i8(yb.add(32))),
-                dot16(s8(vshrq_n_u8::<4>(q1)), ld_i8(yb.add(48))),
-            );
-            acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
-            acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
-        }
-        let isum = vaddvq_s32(acc);
-        let yd = act.d[i];
-        sumf += (f16_at(blk, 0) * yd) * isum as f32;
-        sumf -= (f16_at(blk, 2) * yd) * summ as f32;
-    }
-    sumf
-}
-
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
-    let m4 = vdupq_n_u8(0x0F);
-    let m16 = vdupq_n_u8(0x10);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(176).enumerate() {
-        let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let (scales, mins) = k4_scales_mins(&blk[4..16]);
-        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
-        let qh = [ld_u8(b.add(16)), ld_u8(b.add(32))];
-        let mut acc = vdupq_n_s32(0);
-        for c in 0..4 {
-            let q = [ld_u8(b.add(48 + 32 * c)), ld_u8(b.add(64 + 32 * c))];
-            let u1 = vdupq_n_u8(1 << (2 * c));
-            let u2 = vdupq_n_u8(2 << (2 * c));
-            let yb = y.add(64 * c);
-            let mut lo = vdupq_n_s32(0);
-            let mut hi = vdupq_n_s32(0);
-            for part in 0..2 {
-                let l = vorrq_u8(vandq_u8(q[part], m4), vandq_u8(vtstq_u8(qh[part], u1), m16));
-                let h = vorrq_u8(
-                    vshrq_n_u8::<4>(q[part]),
-                    vandq_u8(vtstq_u8(qh[part], u2), m16),
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
+            let y = act.qs.as_ptr();
+            let mut sumf = 0f32;
+            for (ib, blk) in row.chunks_exact(34).enumerate() {
+                let b = blk.as_ptr();
+                let yb = y.add(32 * ib);
+                let acc = $dot!(
+                    $dot!(vdupq_n_s32(0), ld_i8(b.add(2) as *const i8), ld_i8(yb)),
+                    ld_i8(b.add(18) as *const i8),
+                    ld_i8(yb.add(16))
                 );
-                lo = vaddq_s32(lo, dot16(s8(l), ld_i8(yb.add(16 * part))));
-                hi = vaddq_s32(hi, dot16(s8(h), ld_i8(yb.add(32 + 16 * part))));
+                let sumi = vaddvq_s32(acc);
+                sumf += sumi as f32 * (f16_at(blk, 0) * act.d[ib]);
             }
-            acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
-            acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
+            sumf
         }
-        let isum = vaddvq_s32(acc);
-        let yd = act.d[i];
-        sumf += (f16_at(blk, 0) * yd) * isum as f32;
-        sumf -= (f16_at(blk, 2) * yd) * summ as f32;
-    }
-    sumf
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_0(row: &[u8], act: &Activation) -> f32 {
+            let y = act.qs.as_ptr();
+            let m4 = vdupq_n_u8(0x0F);
+            let eight = vdupq_n_s8(8);
+            let mut sumf = 0f32;
+            for (ib, blk) in row.chunks_exact(18).enumerate() {
+                let q = ld_u8(blk.as_ptr().add(2));
+                let lo = vsubq_s8(s8(vandq_u8(q, m4)), eight);
+                let hi = vsubq_s8(s8(vshrq_n_u8::<4>(q)), eight);
+                let yb = y.add(32 * ib);
+                let sumi = vaddvq_s32($dot!(
+                    $dot!(vdupq_n_s32(0), lo, ld_i8(yb)),
+                    hi,
+                    ld_i8(yb.add(16))
+                ));
+                sumf += sumi as f32 * f16_at(blk, 0) * act.d[ib];
+            }
+            sumf
+        }
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_1(row: &[u8], act: &Activation) -> f32 {
+            let y = act.qs.as_ptr();
+            let m4 = vdupq_n_u8(0x0F);
+            let mut sumf = 0f32;
+            for (ib, blk) in row.chunks_exact(20).enumerate() {
+                let q = ld_u8(blk.as_ptr().add(4));
+                let lo = s8(vandq_u8(q, m4));
+                let hi = s8(vshrq_n_u8::<4>(q));
+                let yb = y.add(32 * ib);
+                let sumi = vaddvq_s32($dot!(
+                    $dot!(vdupq_n_s32(0), lo, ld_i8(yb)),
+                    hi,
+                    ld_i8(yb.add(16))
+                ));
+                sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32 + f16_at(blk, 2) * act.s[ib];
+            }
+            sumf
+        }
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_0(row: &[u8], act: &Activation) -> f32 {
+            let y = act.qs.as_ptr();
+            let m4 = vdupq_n_u8(0x0F);
+            let m16 = vdupq_n_s8(16);
+            let mut sumf = 0f32;
+            for (ib, blk) in row.chunks_exact(22).enumerate() {
+                let b = blk.as_ptr();
+                let (h0, h1) = high_bits32(b.add(2));
+                let q = ld_u8(b.add(6));
+                let lo = vsubq_s8(s8(vorrq_u8(vandq_u8(q, m4), h0)), m16);
+                let hi = vsubq_s8(s8(vorrq_u8(vshrq_n_u8::<4>(q), h1)), m16);
+                let yb = y.add(32 * ib);
+                let sumi = vaddvq_s32($dot!(
+                    $dot!(vdupq_n_s32(0), lo, ld_i8(yb)),
+                    hi,
+                    ld_i8(yb.add(16))
+                ));
+                sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32;
+            }
+            sumf
+        }
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_1(row: &[u8], act: &Activation) -> f32 {
+            let y = act.qs.as_ptr();
+            let m4 = vdupq_n_u8(0x0F);
+            let mut sumf = 0f32;
+            for (ib, blk) in row.chunks_exact(24).enumerate() {
+                let b = blk.as_ptr();
+                let (h0, h1) = high_bits32(b.add(4));
+                let q = ld_u8(b.add(8));
+                let lo = s8(vorrq_u8(vandq_u8(q, m4), h0));
+                let hi = s8(vorrq_u8(vshrq_n_u8::<4>(q), h1));
+                let yb = y.add(32 * ib);
+                let sumi = vaddvq_s32($dot!(
+                    $dot!(vdupq_n_s32(0), lo, ld_i8(yb)),
+                    hi,
+                    ld_i8(yb.add(16))
+                ));
+                sumf += (f16_at(blk, 0) * act.d[ib]) * sumi as f32 + f16_at(blk, 2) * act.s[ib];
+            }
+            sumf
+        }
+
+        // ---------------------------------------------------------------------------
+        // K-quants (activations Q8_K); bit-identical to dot.rs
+        // ---------------------------------------------------------------------------
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
+            let m3 = vdupq_n_u8(3);
+            let mut sumf = 0f32;
+            for (i, blk) in row.chunks_exact(84).enumerate() {
+                let b = blk.as_ptr();
+                let y = act.qs.as_ptr().add(QK_K * i);
+                let sc = &blk[..16];
+                let bsums = &act.bsums[16 * i..16 * i + 16];
+                let mut summs = 0i32;
+                for j in 0..16 {
+                    summs += bsums[j] as i32 * (sc[j] >> 4) as i32;
+                }
+                let mut acc = vdupq_n_s32(0);
+                for h in 0..2 {
+                    let qa = ld_u8(b.add(16 + 32 * h));
+                    let qb = ld_u8(b.add(16 + 32 * h + 16));
+                    for s in 0..4 {
+                        let sh = vdupq_n_s8(-2 * s as i8);
+                        let a = s8(vandq_u8(vshlq_u8(qa, sh), m3));
+                        let c = s8(vandq_u8(vshlq_u8(qb, sh), m3));
+                        let yb = y.add(128 * h + 32 * s);
+                        let is = 8 * h + 2 * s;
+                        acc = vmlaq_n_s32(
+                            acc,
+                            $dot!(vdupq_n_s32(0), a, ld_i8(yb)),
+                            (sc[is] & 0xF) as i32,
+                        );
+                        acc = vmlaq_n_s32(
+                            acc,
+                            $dot!(vdupq_n_s32(0), c, ld_i8(yb.add(16))),
+                            (sc[is + 1] & 0xF) as i32,
+                        );
+                    }
+                }
+                let isum = vaddvq_s32(acc);
+                let yd = act.d[i];
+                let dall = yd * f16_at(blk, 80);
+                let dmin = yd * f16_at(blk, 82);
+                sumf += dall * isum as f32 - dmin * summs as f32;
+            }
+            sumf
+        }
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
+            let m3 = vdupq_n_u8(3);
+            let four = vdupq_n_u8(4);
+            let mut sumf = 0f32;
+            for (i, blk) in row.chunks_exact(110).enumerate() {
+                let b = blk.as_ptr();
+                let y = act.qs.as_ptr().add(QK_K * i);
+                let sc = q3k_scales(&blk[96..108]);
+                let hm = [ld_u8(b), ld_u8(b.add(16))];
+                let mut acc = vdupq_n_s32(0);
+                for h in 0..2 {
+                    let q = [ld_u8(b.add(32 + 32 * h)), ld_u8(b.add(48 + 32 * h))];
+                    for s in 0..4 {
+                        let sh = vdupq_n_s8(-2 * s as i8);
+                        let mask = vdupq_n_u8(1 << (4 * h + s));
+                        for part in 0..2 {
+                            let lo = vandq_u8(vshlq_u8(q[part], sh), m3);
+                            // lo + 4 when the high bit is set; the value is that minus 4.
+                            let hb = vandq_u8(vtstq_u8(hm[part], mask), four);
+                            let v = vsubq_s8(s8(vorrq_u8(lo, hb)), vdupq_n_s8(4));
+                            let yb = y.add(128 * h + 32 * s + 16 * part);
+                            acc = vmlaq_n_s32(
+                                acc,
+                                $dot!(vdupq_n_s32(0), v, ld_i8(yb)),
+                                sc[8 * h + 2 * s + part] as i32,
+                            );
+                        }
+                    }
+                }
+                let isum = vaddvq_s32(acc);
+                let d = f16_at(blk, 108) * act.d[i];
+                sumf += d * isum as f32;
+            }
+            sumf
+        }
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
+            let m4 = vdupq_n_u8(0x0F);
+            let mut sumf = 0f32;
+            for (i, blk) in row.chunks_exact(144).enumerate() {
+                let b = blk.as_ptr();
+                let y = act.qs.as_ptr().add(QK_K * i);
+                let (scales, mins) = k4_scales_mins(&blk[4..16]);
+                let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
+                let mut acc = vdupq_n_s32(0);
+                for c in 0..4 {
+                    let q0 = ld_u8(b.add(16 + 32 * c));
+                    let q1 = ld_u8(b.add(32 + 32 * c));
+                    let yb = y.add(64 * c);
+                    let lo = $dot!(
+                        $dot!(vdupq_n_s32(0), s8(vandq_u8(q0, m4)), ld_i8(yb)),
+                        s8(vandq_u8(q1, m4)),
+                        ld_i8(yb.add(16))
+                    );
+                    let hi = $dot!(
+                        $dot!(vdupq_n_s32(0), s8(vshrq_n_u8::<4>(q0)), ld_i8(yb.add(32))),
+                        s8(vshrq_n_u8::<4>(q1)),
+                        ld_i8(yb.add(48))
+                    );
+                    acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
+                    acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
+                }
+                let isum = vaddvq_s32(acc);
+                let yd = act.d[i];
+                sumf += (f16_at(blk, 0) * yd) * isum as f32;
+                sumf -= (f16_at(blk, 2) * yd) * summ as f32;
+            }
+            sumf
+        }
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
+            let m4 = vdupq_n_u8(0x0F);
+            let m16 = vdupq_n_u8(0x10);
+            let mut sumf = 0f32;
+            for (i, blk) in row.chunks_exact(176).enumerate() {
+                let b = blk.as_ptr();
+                let y = act.qs.as_ptr().add(QK_K * i);
+                let (scales, mins) = k4_scales_mins(&blk[4..16]);
+                let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
+                let qh = [ld_u8(b.add(16)), ld_u8(b.add(32))];
+                let mut acc = vdupq_n_s32(0);
+                for c in 0..4 {
+                    let q = [ld_u8(b.add(48 + 32 * c)), ld_u8(b.add(64 + 32 * c))];
+                    let u1 = vdupq_n_u8(1 << (2 * c));
+                    let u2 = vdupq_n_u8(2 << (2 * c));
+                    let yb = y.add(64 * c);
+                    let mut lo = vdupq_n_s32(0);
+                    let mut hi = vdupq_n_s32(0);
+                    for part in 0..2 {
+                        let l =
+                            vorrq_u8(vandq_u8(q[part], m4), vandq_u8(vtstq_u8(qh[part], u1), m16));
+                        let h = vorrq_u8(
+                            vshrq_n_u8::<4>(q[part]),
+                            vandq_u8(vtstq_u8(qh[part], u2), m16),
+                        );
+                        lo = $dot!(lo, s8(l), ld_i8(yb.add(16 * part)));
+                        hi = $dot!(hi, s8(h), ld_i8(yb.add(32 + 16 * part)));
+                    }
+                    acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
+                    acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
+                }
+                let isum = vaddvq_s32(acc);
+                let yd = act.d[i];
+                sumf += (f16_at(blk, 0) * yd) * isum as f32;
+                sumf -= (f16_at(blk, 2) * yd) * summ as f32;
+            }
+            sumf
+        }
+
+        /// # Safety
+        /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
+            let m4 = vdupq_n_u8(0x0F);
+            let m3 = vdupq_n_u8(3);
+            let m32 = vdupq_n_s8(32);
+            let mut sumf = 0f32;
+            for (i, blk) in row.chunks_exact(210).enumerate() {
+                let b = blk.as_ptr();
+                let y = act.qs.as_ptr().add(QK_K * i);
+                let sc = &blk[192..208];
+                let mut acc = vdupq_n_s32(0);
+                for c in 0..2 {
+                    for k in 0..2 {
+                        let ql0 = ld_u8(b.add(64 * c + 16 * k));
+                        let ql1 = ld_u8(b.add(64 * c + 32 + 16 * k));
+                        let qh = ld_u8(b.add(128 + 32 * c + 16 * k));
+                        let q = [
+                            vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m3))),
+                            vorrq_u8(
+                                vandq_u8(ql1, m4),
+                                vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m3)),
+                            ),
+                            vorrq_u8(
+                                vshrq_n_u8::<4>(ql0),
+                                vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(qh), m3)),
+                            ),
+                            vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
+                        ];
+                        for (m, qm) in q.into_iter().enumerate() {
+                            let v = vsubq_s8(s8(qm), m32);
+                            let yb = y.add(128 * c + 32 * m + 16 * k);
+                            let scale = (sc[8 * c + 2 * m + k] as i8) as i32;
+                            acc = vmlaq_n_s32(acc, $dot!(vdupq_n_s32(0), v, ld_i8(yb)), scale);
+                        }
+                    }
+                }
+                let isum = vaddvq_s32(acc);
+                let d = f16_at(blk, 208) * act.d[i];
+                sumf += d * isum as f32;
+            }
+            sumf
+        }
+    };
 }
 
-/// # Safety
-/// [`DotFn`] contract; NEON available.
-#[target_feature(enable = "neon")]
-unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
-    let m4 = vdupq_n_u8(0x0F);
-    let m3 = vdupq_n_u8(3);
-    let m32 = vdupq_n_s8(32);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(210).enumerate() {
-        let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = &blk[192..208];
-        let mut acc = vdupq_n_s32(0);
-        for c in 0..2 {
-            for k in 0..2 {
-                let ql0 = ld_u8(b.add(64 * c + 16 * k));
-                let ql1 = ld_u8(b.add(64 * c + 32 + 16 * k));
-                let qh = ld_u8(b.add(128 + 32 * c + 16 * k));
-                let q = [
-                    vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8::<4>(vandq_u8(qh, m3))),
-                    vorrq_u8(
-                        vandq_u8(ql1, m4),
-                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(qh), m3)),
-                    ),
-                    vorrq_u8(
-                        vshrq_n_u8::<4>(ql0),
-                        vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(qh), m3)),
-                    ),
-                    vorrq_u8(vshrq_n_u8::<4>(ql1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(qh))),
-                ];
-                for (m, qm) in q.into_iter().enumerate() {
-                    let v = vsubq_s8(s8(qm), m32);
-                    let yb = y.add(128 * c + 32 * m + 16 * k);
-                    let scale = (sc[8 * c + 2 * m + k] as i8) as i32;
-                    acc = vmlaq_n_s32(acc, dot16(v, ld_i8(yb)), scale);
-                }
-            }
-        }
-        let isum = vaddvq_s32(acc);
-        let d = f16_at(blk, 208) * act.d[i];
-        sumf += d * isum as f32;
-    }
-    sumf
+/// Base NEON (no `dotprod`).
+mod base {
+    use super::*;
+    int_kernels!("neon", dot_acc_neon);
+}
+
+/// NEON + `dotprod` (SDOT).
+mod sdot {
+    use super::*;
+    int_kernels!("neon,dotprod", dot_acc_sdot);
 }

@@ -1,6 +1,7 @@
 //! Unit tests: every SIMD kernel against its scalar twin, on random data and
-//! odd shapes. Run on x86_64 (AVX2) and, through tools/test_aarch64.sh, on
-//! aarch64 (NEON) under qemu.
+//! odd shapes, at every SIMD level the CPU has. Run on x86_64 (AVX2, AVX-512)
+//! and, through tools/test_aarch64.sh, on aarch64 under qemu with and without
+//! dotprod (NEON + SDOT, base NEON).
 
 use super::*;
 
@@ -254,15 +255,31 @@ fn force_scalar_values() {
     assert!(!force_scalar(None));
 }
 
+/// tools/test_aarch64.sh runs the tests under emulated CPUs with and without dotprod and
+/// names the level each should detect, so that a detection bug cannot leave a level untested.
+#[test]
+fn detects_the_expected_level() {
+    if let Ok(want) = std::env::var("EDGEMOE_EXPECT_KERNELS") {
+        assert_eq!(level_name(best_level()), want);
+    }
+}
+
 #[test]
 fn forcing_a_level() {
     let best = best_level();
-    assert_eq!(choose(best, true, false), Level::Scalar);
-    assert_eq!(choose(best, true, true), Level::Scalar);
-    assert_eq!(choose(best, false, false), best);
+    assert_eq!(choose(best, true, false, false), Level::Scalar);
+    assert_eq!(choose(best, true, true, true), Level::Scalar);
+    assert_eq!(choose(best, false, false, false), best);
     #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
     {
-        assert_eq!(choose(Level::Avx512, false, true), Level::Avx2);
-        assert_eq!(choose(Level::Avx2, false, true), Level::Avx2);
+        assert_eq!(choose(Level::Avx512, false, true, false), Level::Avx2);
+        assert_eq!(choose(Level::Avx2, false, true, false), Level::Avx2);
+        assert_eq!(choose(Level::Avx512, false, false, true), Level::Avx512);
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert_eq!(choose(Level::NeonDot, false, false, true), Level::Neon);
+        assert_eq!(choose(Level::Neon, false, false, true), Level::Neon);
+        assert_eq!(choose(Level::NeonDot, false, true, false), Level::NeonDot);
     }
 }
