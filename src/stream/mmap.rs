@@ -55,6 +55,21 @@ impl MmapBackend {
                 )
             };
         }
+        // And out of the page cache: the budget is the memory the device has, so a later miss
+        // of this expert must go to storage, not to cached pages outside the budget.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: posix_fadvise only reads its arguments; the descriptor is open.
+            unsafe {
+                libc::posix_fadvise(
+                    self.target.file.as_raw_fd(),
+                    start as libc::off_t,
+                    need as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                )
+            };
+        }
         Ok(())
     }
 }

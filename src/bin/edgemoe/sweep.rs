@@ -102,10 +102,10 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
     let source = Source::path(&plan.model);
     let (start, end) = expert_region(&plan.model)?;
     source.drop_page_cache();
-    let raw = rawread::sequential_read(&source, start, end - start, 4 << 20, 4)?;
+    let raw = rawread::sequential_read(&source, start, end - start, 4 << 20, 16)?;
     let raw_bw = raw.bandwidth();
     eprintln!(
-        "limits: resident compute {resident_ms:.2} ms/token; sequential uncached read (4 MiB reads, 4 in flight) {:.0} MiB/s ({} MiB){}",
+        "limits: resident compute {resident_ms:.2} ms/token; sequential uncached read (4 MiB reads, 16 in flight) {:.0} MiB/s ({} MiB){}",
         raw_bw / (1 << 20) as f64,
         raw.bytes >> 20,
         raw.cache_note
@@ -277,7 +277,7 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
         .map(|_| "---|")
         .collect::<String>();
     let mut md = format!(
-        "{}: {} threads, {} kernels, {} policy; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 4 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
+        "{}: {} threads, {} kernels, {} policy; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 16 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
         report.model,
         report.threads,
         report.kernel,
