@@ -249,26 +249,24 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
     let json = serde_json::to_string_pretty(report)
         .map_err(|e| edgemoe::Error::InvalidArgument(format!("report: {e}")))?;
     write("sweep.json", json)?;
-    let mut csv = String::from(
-        "backend,predictor,percent,pool,tokens_per_second,ms_per_token,ideal_ms_per_token,vs_ideal,hit_rate,served_rate,bytes_read_per_token,read_bandwidth,io_wait_ms_per_token\n",
-    );
-    for r in &report.runs {
-        csv += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            r.backend,
-            r.predictor,
-            r.percent,
-            r.pool,
-            r.tokens_per_second,
-            r.ms_per_token,
-            r.ideal_ms_per_token,
-            r.vs_ideal,
-            r.hit_rate,
-            r.served_rate,
-            r.bytes_read_per_token,
-            r.read_bandwidth,
-            r.io_wait_ms_per_token
-        );
+    // Every field of every run, one row each (columns in the JSON's key order).
+    let rows: Vec<serde_json::Value> = report
+        .runs
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| edgemoe::Error::InvalidArgument(format!("report: {e}")))?;
+    let mut csv = String::new();
+    if let Some(serde_json::Value::Object(first)) = rows.first() {
+        csv += &first.keys().cloned().collect::<Vec<_>>().join(",");
+        csv.push('\n');
+    }
+    for row in &rows {
+        if let serde_json::Value::Object(fields) = row {
+            let cells: Vec<String> = fields.values().map(|v| v.to_string()).collect();
+            csv += &cells.join(",");
+            csv.push('\n');
+        }
     }
     write("sweep.csv", csv)?;
     let sep = HEADER
