@@ -55,6 +55,43 @@
 #define EMOE_BACKEND_MMAP 4
 
 /**
+ * Predict the next layer's experts by applying its router to the current hidden state.
+ */
+#define EMOE_PREDICTOR_LOOKAHEAD 0
+
+/**
+ * EdgeMoE's routing statistics (the file needs a table written by `edgemoe profile`).
+ */
+#define EMOE_PREDICTOR_STATS 1
+
+/**
+ * No prediction, no preloading.
+ */
+#define EMOE_PREDICTOR_NONE 2
+
+/**
+ * Expert-cache eviction policies.
+ */
+#define EMOE_POLICY_LRU 0
+
+#define EMOE_POLICY_LFU 1
+
+/**
+ * EdgeMoE: activation frequency weighted by forward layer distance.
+ */
+#define EMOE_POLICY_EDGEMOE 2
+
+/**
+ * HOBBIT-style mix of recency, frequency and layer distance.
+ */
+#define EMOE_POLICY_HOBBIT 3
+
+/**
+ * Frequency over the cubed forward layer distance (suits preloading).
+ */
+#define EMOE_POLICY_FORWARD 4
+
+/**
  * Result of every edgemoe C function. The numbers are stable and never reused.
  */
 typedef enum emoe_status {
@@ -169,6 +206,25 @@ typedef struct emoe_model_params {
    * context length, at most 2048). Sessions should not ask for more.
    */
   uint32_t context_length;
+  /**
+   * One of `EMOE_PREDICTOR_*`: what chooses the experts preloaded while a layer computes
+   * (`lookahead` layers ahead).
+   */
+  uint32_t predictor;
+  /**
+   * Experts preloaded per token per predicted layer; 0: as many as a token uses.
+   */
+  uint32_t preload_count;
+  /**
+   * One of `EMOE_POLICY_*`.
+   */
+  uint32_t policy;
+  /**
+   * Lower precision on a miss (files converted with low-precision expert copies): a missed
+   * expert whose gate weight is below this share of the token's top-k mass, and that is
+   * not its top-1, is read and computed at low precision. Negative (the default): off.
+   */
+  float low_precision_threshold;
 } emoe_model_params;
 
 /**

@@ -18,7 +18,6 @@ use crate::engine::{LoadOptions, Model};
 pub struct emoe_model {
     pub(crate) model: Arc<Model>,
     pub(crate) error: LastError,
-    pub(crate) lookahead: usize,
 }
 
 fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
@@ -30,12 +29,41 @@ fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
         EMOE_BACKEND_MMAP => crate::engine::Backend::Mmap,
         other => return Err(invalid(format!("unknown backend {other}"))),
     };
+    use crate::engine::predictor::{PredictionOptions, PredictorKind};
+    use crate::stream::PolicyKind;
+    let predictor = match p.predictor {
+        _ if p.lookahead == 0 => PredictorKind::None,
+        EMOE_PREDICTOR_LOOKAHEAD => PredictorKind::LookAhead,
+        EMOE_PREDICTOR_STATS => PredictorKind::Stats,
+        EMOE_PREDICTOR_NONE => PredictorKind::None,
+        other => return Err(invalid(format!("unknown predictor {other}"))),
+    };
+    let policy = match p.policy {
+        EMOE_POLICY_LRU => PolicyKind::Lru,
+        EMOE_POLICY_LFU => PolicyKind::Lfu,
+        EMOE_POLICY_EDGEMOE => PolicyKind::EdgeMoe,
+        EMOE_POLICY_HOBBIT => PolicyKind::Hobbit,
+        EMOE_POLICY_FORWARD => PolicyKind::Forward,
+        other => return Err(invalid(format!("unknown policy {other}"))),
+    };
+    let threshold = p.low_precision_threshold;
+    if threshold.is_nan() {
+        return Err(invalid("`low_precision_threshold` is NaN"));
+    }
     Ok(LoadOptions {
         memory_budget: (p.memory_budget > 0).then_some(p.memory_budget),
         backend,
         threads: p.n_threads as usize,
         mlock: p.use_mlock,
         context_length: (p.context_length > 0).then_some(p.context_length as usize),
+        policy,
+        prediction: PredictionOptions {
+            predictor,
+            depth: (p.lookahead as usize).max(1),
+            preload_count: (p.preload_count > 0).then_some(p.preload_count as usize),
+            ..Default::default()
+        },
+        low_precision_threshold: (threshold >= 0.0).then_some(threshold),
         ..Default::default()
     })
 }
@@ -141,7 +169,6 @@ unsafe fn load_into(
     let handle = Box::new(emoe_model {
         model: Arc::new(load(opts)?),
         error: LastError::default(),
-        lookahead: p.lookahead as usize,
     });
     // SAFETY: non-null (checked by the callers); the caller provides a writable pointer.
     unsafe { out_model.write(Box::into_raw(handle)) };

@@ -17,6 +17,23 @@ pub const EMOE_BACKEND_PREAD: u32 = 3;
 /// Copies from a memory map (the llama.cpp way; a baseline).
 pub const EMOE_BACKEND_MMAP: u32 = 4;
 
+/// Predict the next layer's experts by applying its router to the current hidden state.
+pub const EMOE_PREDICTOR_LOOKAHEAD: u32 = 0;
+/// EdgeMoE's routing statistics (the file needs a table written by `edgemoe profile`).
+pub const EMOE_PREDICTOR_STATS: u32 = 1;
+/// No prediction, no preloading.
+pub const EMOE_PREDICTOR_NONE: u32 = 2;
+
+/// Expert-cache eviction policies.
+pub const EMOE_POLICY_LRU: u32 = 0;
+pub const EMOE_POLICY_LFU: u32 = 1;
+/// EdgeMoE: activation frequency weighted by forward layer distance.
+pub const EMOE_POLICY_EDGEMOE: u32 = 2;
+/// HOBBIT-style mix of recency, frequency and layer distance.
+pub const EMOE_POLICY_HOBBIT: u32 = 3;
+/// Frequency over the cubed forward layer distance (suits preloading).
+pub const EMOE_POLICY_FORWARD: u32 = 4;
+
 /// Called during loading with progress in [0, 1]; return false to cancel the load.
 /// Called on the loading thread.
 pub type emoe_progress_callback =
@@ -49,6 +66,17 @@ pub struct emoe_model_params {
     /// Tokens of KV cache the memory budget reserves for one session (0: the model's
     /// context length, at most 2048). Sessions should not ask for more.
     pub context_length: u32,
+    /// One of `EMOE_PREDICTOR_*`: what chooses the experts preloaded while a layer computes
+    /// (`lookahead` layers ahead).
+    pub predictor: u32,
+    /// Experts preloaded per token per predicted layer; 0: as many as a token uses.
+    pub preload_count: u32,
+    /// One of `EMOE_POLICY_*`.
+    pub policy: u32,
+    /// Lower precision on a miss (files converted with low-precision expert copies): a missed
+    /// expert whose gate weight is below this share of the token's top-k mass, and that is
+    /// not its top-1, is read and computed at low precision. Negative (the default): off.
+    pub low_precision_threshold: f32,
 }
 
 impl Default for emoe_model_params {
@@ -63,6 +91,10 @@ impl Default for emoe_model_params {
             progress: None,
             progress_user_data: std::ptr::null_mut(),
             context_length: 0,
+            predictor: EMOE_PREDICTOR_LOOKAHEAD,
+            preload_count: 0,
+            policy: EMOE_POLICY_LRU,
+            low_precision_threshold: -1.0,
         }
     }
 }

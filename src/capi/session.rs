@@ -53,8 +53,7 @@ pub unsafe extern "C" fn emoe_session_new(
             return Err(invalid("`out_session` is NULL"));
         }
         let cap = (context_length > 0).then_some(context_length as usize);
-        let mut session = Session::new(Arc::clone(&m.model), cap)?;
-        session.set_lookahead(m.lookahead);
+        let session = Session::new(Arc::clone(&m.model), cap)?;
         let cancel = session.cancel_handle();
         let handle = Box::new(emoe_session {
             inner: Mutex::new(SessionState {

@@ -105,6 +105,34 @@ int main(int argc, char **argv) {
     EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == INVALID);
     EXPECT(model == NULL);
 
+    /* Unknown predictor or policy, a NaN threshold; the statistics predictor on a file
+       without a table; lower precision on a miss on a file without low-precision copies. */
+    emoe_model_params_default(&mp);
+    mp.predictor = 99;
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == INVALID);
+    emoe_model_params_default(&mp);
+    mp.policy = 99;
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == INVALID);
+    emoe_model_params_default(&mp);
+    mp.low_precision_threshold = 0.0f / 0.0f;
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == INVALID);
+    emoe_model_params_default(&mp);
+    mp.predictor = EMOE_PREDICTOR_STATS;
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == INVALID);
+    EXPECT(strstr(error, "edgemoe profile") != NULL);
+    emoe_model_params_default(&mp);
+    mp.low_precision_threshold = 0.5f;
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) != EMOE_STATUS_OK);
+    EXPECT(model == NULL);
+    /* Every predictor and policy that can run here loads. */
+    emoe_model_params_default(&mp);
+    mp.predictor = EMOE_PREDICTOR_NONE;
+    mp.policy = EMOE_POLICY_FORWARD;
+    mp.preload_count = 3;
+    EXPECT(emoe_model_load(argv[1], &mp, &model, error, sizeof error) == EMOE_STATUS_OK);
+    emoe_model_free(model);
+    model = NULL;
+
     /* A progress callback that returns false cancels the load. */
     emoe_model_params_default(&mp);
     mp.progress = stop_at_half;
