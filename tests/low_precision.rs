@@ -270,3 +270,36 @@ fn token_by_token_perplexity_equals_the_batched_one() {
     assert_eq!(batched, stepped);
     assert!(batched.predictions > 0);
 }
+
+/// With the router look-ahead preloading, experts the rule will read at low precision are
+/// preloaded as their low copies: low reads happen ahead of the layer, and the logits stay
+/// finite and within the low-precision bound of the high-precision run.
+#[test]
+fn look_ahead_preloads_low_copies() {
+    use edgemoe::engine::predictor::{PredictionOptions, PredictorKind};
+    let low = converted(Some(GgmlType::Q4_0));
+    let (_, config, _) = parts(&low);
+    let high = run(&Arc::new(Model::load(&low).unwrap()));
+    let (model, src) = streamed(&low, 2 * config.n_experts_used as u64, Some(1.0));
+    let mut model = Arc::try_unwrap(model).ok().unwrap();
+    model
+        .set_prediction_defaults(PredictionOptions {
+            predictor: PredictorKind::LookAhead,
+            ..Default::default()
+        })
+        .unwrap();
+    let model = Arc::new(model);
+    let got = run(&model);
+    let st = src.stats();
+    eprintln!("{st:?}");
+    assert!(
+        st.preloads > 0 && st.low_reads > 0 && st.low_gets > 0,
+        "{st:?}"
+    );
+    let vocab = model.config.vocab;
+    for ((g, h), p) in got.iter().zip(&high).zip(&reference(FAMILY).prompts) {
+        let n = p.ids.len() * vocab;
+        assert!(g.iter().all(|v| v.is_finite()));
+        assert!(max_abs_diff(&g[..n], &h[..n]) < 0.5);
+    }
+}

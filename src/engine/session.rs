@@ -771,7 +771,9 @@ impl Session {
                 set.sort_unstable();
                 set.dedup();
                 if active {
-                    model.experts.prefetch(m, set);
+                    let logits = (kind == PredictorKind::LookAhead)
+                        .then(|| &s.router_logits[..n * c.n_experts]);
+                    preload_predicted(model, m, set, &per_token, logits);
                     if let Some(obs) = self.observer.as_mut() {
                         for (t, p) in per_token.iter().enumerate() {
                             obs.observe_prediction(m, self.position + t, p);
@@ -843,7 +845,13 @@ impl Session {
         set.sort_unstable();
         set.dedup();
         if opts.predictor == PredictorKind::LookAhead {
-            model.experts.prefetch(m, set);
+            preload_predicted(
+                model,
+                m,
+                set,
+                &per_token,
+                Some(&s.router_logits[..n * c.n_experts]),
+            );
             if let Some(obs) = self.observer.as_mut() {
                 for (t, p) in per_token.iter().enumerate() {
                     obs.observe_prediction(m, self.position + t, p);
@@ -884,6 +892,53 @@ impl Session {
 
 /// Whether every token routed to expert `e` lets it run at low precision: `e` is not the
 /// token's top-1 choice and its weight is below `threshold` of the token's top-k weight mass.
+/// Preloads the predicted experts `set` of layer `m`. With lower precision on a miss, an expert
+/// that rule would read at low precision (not cached at high precision, never a token's
+/// predicted top-1, and below the threshold share of every predicting token's top-k gate mass
+/// in the router look-ahead's `logits`) is preloaded as its low copy, so the fetch that follows
+/// finds what it will use.
+fn preload_predicted(
+    model: &Model,
+    m: usize,
+    set: &[usize],
+    per_token: &[Vec<usize>],
+    logits: Option<&[f32]>,
+) {
+    let (Some(f), Some(logits)) = (model.low_precision_threshold, logits) else {
+        model.experts.prefetch(m, set);
+        return;
+    };
+    if !model.experts.has_low_precision() {
+        model.experts.prefetch(m, set);
+        return;
+    }
+    let c = &model.config;
+    let k = c.n_experts_used.max(1);
+    let low_ok = |e: usize| {
+        per_token
+            .iter()
+            .zip(logits.chunks_exact(c.n_experts))
+            .all(|(p, l)| match p.iter().position(|&x| x == e) {
+                None => true,
+                Some(0) => false,
+                Some(_) => {
+                    let top = l[p[0]];
+                    let mass: f32 = p.iter().take(k).map(|&j| (l[j] - top).exp()).sum();
+                    // NaN compares false: high precision.
+                    (l[e] - top).exp() / mass < f
+                }
+            })
+    };
+    // Only with the option on: a few small vectors per layer.
+    let (low, high): (Vec<usize>, Vec<usize>) = set
+        .iter()
+        .partition(|&&e| low_ok(e) && !model.experts.is_cached(m, e));
+    model.experts.prefetch(m, &high);
+    if !low.is_empty() {
+        model.experts.prefetch_at(m, &low, Precision::Low);
+    }
+}
+
 fn low_precision_allowed(routes: &[Routing], e: usize, threshold: f32) -> bool {
     routes
         .iter()
