@@ -1,6 +1,8 @@
 //! A memory budget streams experts from storage and gives the same tokens as a resident run;
 //! a budget too small is a typed error stating the minimum; the budget can change mid-run.
 
+mod common;
+
 use edgemoe::engine::{Backend, LoadOptions, Model, Session};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,25 +11,10 @@ fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo.gguf")
 }
 
-fn greedy(model: &Arc<Model>, n: usize, mut between: impl FnMut(usize)) -> Vec<u32> {
-    let tok = model.tokenizer().unwrap();
-    let ids = tok.encode("ROMEO:", true).unwrap();
+fn greedy(model: &Arc<Model>, n: usize, between: impl FnMut(usize)) -> Vec<u32> {
     let mut s = Session::new(model.clone(), Some(64)).unwrap();
     s.set_lookahead(1);
-    let mut logits = s.eval(&ids, false).unwrap().to_vec();
-    let mut out = Vec::new();
-    for i in 0..n {
-        let next = logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-            .unwrap()
-            .0 as u32;
-        out.push(next);
-        between(i);
-        logits = s.eval(&[next], false).unwrap().to_vec();
-    }
-    out
+    common::greedy_after_romeo(model, &mut s, n, between)
 }
 
 fn load(budget: u64, backend: Backend) -> edgemoe::Result<Model> {

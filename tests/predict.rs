@@ -2,6 +2,8 @@
 //! malformed table is a typed error, and every predictor leaves streamed output bit-identical
 //! to the resident run.
 
+mod common;
+
 use edgemoe::engine::predictor::{profile, write_model_with_stats};
 use edgemoe::engine::{
     Backend, ExpertStats, LoadOptions, Model, PredictionOptions, PredictorKind, Session,
@@ -149,21 +151,8 @@ fn malformed_tables_are_typed_errors() {
 }
 
 fn greedy(model: &Arc<Model>, n: usize) -> (Vec<u32>, Session) {
-    let tok = model.tokenizer().unwrap();
-    let ids = tok.encode("ROMEO:", true).unwrap();
     let mut s = Session::new(model.clone(), Some(64)).unwrap();
-    let mut logits = s.eval(&ids, false).unwrap().to_vec();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let next = logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-            .unwrap()
-            .0 as u32;
-        out.push(next);
-        logits = s.eval(&[next], false).unwrap().to_vec();
-    }
+    let out = common::greedy_after_romeo(model, &mut s, n, |_| {});
     (out, s)
 }
 

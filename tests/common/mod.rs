@@ -53,3 +53,28 @@ pub fn argmax(v: &[f32]) -> u32 {
     }
     best as u32
 }
+
+/// Greedy decoding of `n` tokens after the demo prompt "ROMEO:" in `session` (a fresh one),
+/// calling `between(i)` after the i-th token is chosen; ties go to the lower token id.
+pub fn greedy_after_romeo(
+    model: &std::sync::Arc<edgemoe::engine::Model>,
+    session: &mut edgemoe::engine::Session,
+    n: usize,
+    mut between: impl FnMut(usize),
+) -> Vec<u32> {
+    let ids = model.tokenizer().unwrap().encode("ROMEO:", true).unwrap();
+    let mut logits = session.eval(&ids, false).unwrap().to_vec();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let next = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .unwrap()
+            .0 as u32;
+        out.push(next);
+        between(i);
+        logits = session.eval(&[next], false).unwrap().to_vec();
+    }
+    out
+}
