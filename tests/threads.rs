@@ -21,13 +21,14 @@ impl Rng {
     }
 }
 
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 9] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q4K,
+    GgmlType::Q5K,
     GgmlType::Q6K,
     GgmlType::Q2K,
 ];

@@ -86,8 +86,14 @@ struct Scratch {
     /// `(token, slot)` pairs routed to the expert being computed.
     assigned: Vec<(usize, usize)>,
     predicted_set: Vec<usize>,
+    /// Attention scores of each kernel thread (index as the pool numbers them).
+    thread_scores: Vec<parking_lot::Mutex<Vec<f32>>>,
     matvec: MatvecScratch,
 }
+
+/// Multiply-adds of attention (over all heads and positions) from which it is spread over the
+/// kernel threads: about a tenth of a millisecond of work, well above the cost of waking one.
+const PARALLEL_ATTENTION_WORK: usize = 1 << 18;
 
 /// Tokens an expert FFN processes at once in a prompt batch: each weight row is read once per
 /// group, and the group's intermediate activations (`group x ffn`) stay small.
@@ -452,7 +458,6 @@ impl Session {
         matmat(w.wq.as_ref(), hbuf, n, q, &mut s.matvec);
         matmat(w.wk.as_ref(), hbuf, n, k, &mut s.matvec);
         matmat(w.wv.as_ref(), hbuf, n, v, &mut s.matvec);
-        let attn = grow(&mut s.attn, n * q_dim);
         for t in 0..n {
             let pos = self.position + t;
             let q = &mut q[t * q_dim..(t + 1) * q_dim];
@@ -491,22 +496,48 @@ impl Session {
             let cache = &mut self.cache[l];
             cache.k[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(k);
             cache.v[pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(v);
-            // Causal attention over positions 0..=pos (later tokens of the batch are not in
-            // the cache yet).
-            let scores = grow(&mut s.scores, pos + 1);
-            for head in 0..c.n_heads {
-                let kvh = head / group;
-                let qh = &q[head * hd..(head + 1) * hd];
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    let kj = &cache.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    *sc = ops::dot(qh, kj) * scale;
+        }
+        // Causal attention of each (token, head) over positions 0..=pos: the batch's later
+        // tokens are in the cache already but not looked at, so each result is what decoding
+        // the tokens one by one computes. Heads are independent: spread over the kernel
+        // threads when there is enough work, each thread with its own scores buffer.
+        let cache = &self.cache[l];
+        let position = self.position;
+        let q = &q[..n * q_dim];
+        let head_attention = |scores: &mut Vec<f32>, item: usize, out: &mut [f32]| {
+            let (t, head) = (item / c.n_heads, item % c.n_heads);
+            let pos = position + t;
+            let kvh = head / group;
+            let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
+            let scores = grow(scores, pos + 1);
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let kj = &cache.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                *sc = ops::dot(qh, kj) * scale;
+            }
+            ops::softmax(scores);
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let vj = &cache.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                ops::axpy(p, vj, out);
+            }
+        };
+        let attn = grow(&mut s.attn, n * q_dim);
+        // Multiply-adds of the scores and the weighted sum.
+        let work = n * (position + n) * q_dim;
+        match s.matvec.pool() {
+            Some(pool) if pool.threads() > 1 && work >= PARALLEL_ATTENTION_WORK => {
+                if s.thread_scores.len() < pool.threads() {
+                    s.thread_scores
+                        .resize_with(pool.threads(), Default::default);
                 }
-                ops::softmax(scores);
-                let out = &mut attn[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
-                out.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    let vj = &cache.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    ops::axpy(p, vj, out);
+                let thread_scores = &s.thread_scores;
+                pool.for_each_chunk_on_thread(attn, hd, &|thread, offset, out| {
+                    head_attention(&mut thread_scores[thread].lock(), offset / hd, out)
+                });
+            }
+            _ => {
+                for (item, out) in attn.chunks_exact_mut(hd).enumerate() {
+                    head_attention(&mut s.scores, item, out);
                 }
             }
         }

@@ -14,9 +14,9 @@
 
 use std::arch::x86_64::*;
 
-use super::dot::{k4_min_sum, k4_scales_mins};
+use super::dot::k4_scales_mins_packed;
 use super::reference::QK_K;
-use super::{Activation, DotFn};
+use super::{Activation, Dot4Fn, DotFn};
 use crate::tensor::dtype::GgmlType;
 
 /// The AVX-512 kernel for `t`, if there is one.
@@ -27,7 +27,19 @@ pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
         GgmlType::Q4_0 => dot_q4_0,
         GgmlType::Q8_0 => dot_q8_0,
         GgmlType::Q4K => dot_q4_k,
+        GgmlType::Q5K => dot_q5_k,
         GgmlType::Q6K => dot_q6_k,
+        _ => return None,
+    })
+}
+
+/// The AVX-512 kernel taking four activations at once for `t`, if there is one.
+pub(crate) fn kernel4(t: GgmlType) -> Option<Dot4Fn> {
+    Some(match t {
+        GgmlType::Q8_0 => dot4_q8_0,
+        GgmlType::Q4K => dot4_q4_k,
+        GgmlType::Q5K => dot4_q5_k,
+        GgmlType::Q6K => dot4_q6_k,
         _ => return None,
     })
 }
@@ -144,9 +156,29 @@ unsafe fn dot_f16(row: &[u8], act: &Activation) -> f32 {
 /// [`DotFn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
-    let (w, y, d) = (row.as_ptr(), act.qs.as_ptr(), act.d.as_ptr());
-    let nb = act.n / 32;
-    let mut acc = _mm512_setzero_ps();
+    q8_0_tile::<1>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot4_q8_0(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    q8_0_tile::<4>(row, acts)
+}
+
+/// `row · acts[t]` for `T` activations: each pair of weight blocks is loaded and its signs
+/// split off once for all of them. Every activation gets exactly the operations it would get
+/// alone, so the results do not depend on `T`.
+///
+/// # Safety
+/// [`DotFn`] contract for every activation; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_0_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
+    let w = row.as_ptr();
+    let nb = acts[0].n / 32;
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); T];
     let mut ib = 0;
     while ib + 2 <= nb {
         let (b0, b1) = (w.add(34 * ib), w.add(34 * ib + 34));
@@ -154,22 +186,32 @@ unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
             _mm256_loadu_si256(b0.add(2) as *const __m256i),
             _mm256_loadu_si256(b1.add(2) as *const __m256i),
         );
-        let p = dot_i8(x, _mm512_loadu_si512(y.add(32 * ib) as *const _));
-        let dd = halves_ps(f16_load(b0) * *d.add(ib), f16_load(b1) * *d.add(ib + 1));
-        acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(p), acc);
+        // vpdpbusd wants unsigned bytes: |x| times y with x's sign moved onto y (exact: y is
+        // never -128).
+        let (ax, negative) = (_mm512_abs_epi8(x), _mm512_movepi8_mask(x));
+        let wd = halves_ps(f16_load(b0), f16_load(b1));
+        for (a, acc) in acts.iter().zip(acc.iter_mut()) {
+            let y = _mm512_loadu_si512(a.qs.as_ptr().add(32 * ib) as *const _);
+            let p = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(y, negative, zero, y));
+            let dd = _mm512_mul_ps(wd, halves_ps(a.d[ib], a.d[ib + 1]));
+            *acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(p), *acc);
+        }
         ib += 2;
     }
-    let mut sum = _mm512_reduce_add_ps(acc);
-    if ib < nb {
-        let b = w.add(34 * ib);
-        let p = dot_i8_256(
-            _mm256_loadu_si256(b.add(2) as *const __m256i),
-            _mm256_loadu_si256(y.add(32 * ib) as *const __m256i),
-        );
-        let s = _mm512_reduce_add_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(p)));
-        sum += s * (f16_load(b) * *d.add(ib));
+    let mut out = [0f32; T];
+    for (o, (a, acc)) in out.iter_mut().zip(acts.iter().zip(acc)) {
+        *o = _mm512_reduce_add_ps(acc);
+        if ib < nb {
+            let b = w.add(34 * ib);
+            let p = dot_i8_256(
+                _mm256_loadu_si256(b.add(2) as *const __m256i),
+                _mm256_loadu_si256(a.qs.as_ptr().add(32 * ib) as *const __m256i),
+            );
+            let s = _mm512_reduce_add_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(p)));
+            *o += s * (f16_load(b) * a.d[ib]);
+        }
     }
-    sum
+    out
 }
 
 /// 32 nibbles of the 16 bytes at `p`: low nibbles then high nibbles, as 32 bytes.
@@ -210,61 +252,194 @@ unsafe fn dot_q4_0(row: &[u8], act: &Activation) -> f32 {
 }
 
 // ---------------------------------------------------------------------------
-// K-quants (activations Q8_K); bit-identical to dot.rs
+// K-quants (activations Q8_K)
+//
+// Each super-block's integer products are formed exactly in i32 lanes (`vpmaddubsw` pairs,
+// then `vpdpwssd` with the sub-block scales) and scaled into float lanes; one horizontal sum
+// per row. The lanes make the float summation order differ from `dot.rs` (a tolerance in the
+// tests), and the `_tile` forms decode each weight block once for several activations while
+// giving each activation the same operations as alone: bit-identical for any batch.
 // ---------------------------------------------------------------------------
+
+/// Sum of the 8 f32 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn hsum256_ps(v: __m256) -> f32 {
+    _mm512_reduce_add_ps(_mm512_zextps256_ps512(v))
+}
+
+/// Index vectors for `vpermw` picking a Q4_K/Q5_K chunk's two scales out of the 16 i16
+/// lanes (8 scales, 8 mins): chunk `c`'s 64 products (as 32 i16 pair sums) take scale `2c`
+/// in lanes 0..16 (low nibbles) and `2c + 1` in lanes 16..32 (high nibbles).
+static K4_PICK: [[i16; 32]; 4] = {
+    let mut t = [[0i16; 32]; 4];
+    let mut c = 0;
+    while c < 4 {
+        let mut l = 0;
+        while l < 32 {
+            t[c][l] = (2 * c + l / 16) as i16;
+            l += 1;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// `vpermw` indices duplicating the mins (lanes 8..16) pairwise, to meet the 16 bsums.
+static K4_DUP_MINS: [i16; 16] = [8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15];
+
+/// Index vectors picking Q6_K scales: in group `g` (64 values, 32 i16 pair sums) lanes
+/// `8j..8j + 8` take scale `4g + j`.
+static Q6K_PICK: [[i16; 32]; 4] = {
+    let mut t = [[0i16; 32]; 4];
+    let mut g = 0;
+    while g < 4 {
+        let mut l = 0;
+        while l < 32 {
+            t[g][l] = (4 * g + l / 8) as i16;
+            l += 1;
+        }
+        g += 1;
+    }
+    t
+};
 
 /// # Safety
 /// [`DotFn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
+    k4_tile::<1, false>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot4_q4_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    k4_tile::<4, false>(row, acts)
+}
+
+/// # Safety
+/// [`DotFn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
+    k4_tile::<1, true>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot4_q5_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    k4_tile::<4, true>(row, acts)
+}
+
+/// Q4_K (`Q5 = false`, 144-byte blocks) or Q5_K (`Q5 = true`, 176-byte blocks with a fifth
+/// bit plane) rows times `T` activations.
+///
+/// # Safety
+/// [`DotFn`] contract for every activation; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k4_tile<const T: usize, const Q5: bool>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
+    let (block, quants) = if Q5 { (176, 48) } else { (144, 16) };
     let m4 = _mm512_set1_epi8(0x0F);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(144).enumerate() {
+    let sixteen = _mm512_set1_epi8(16);
+    let pick = K4_PICK.map(|p| _mm512_loadu_si512(p.as_ptr() as *const _));
+    let dup_mins = _mm256_loadu_si256(K4_DUP_MINS.as_ptr() as *const __m256i);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut acc_min = [_mm256_setzero_ps(); T];
+    for (i, blk) in row.chunks_exact(block).enumerate() {
         let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let (scales, mins) = k4_scales_mins(&blk[4..16]);
-        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
-        let mut sumi = _mm512_setzero_si512();
+        let (scales, mins) = k4_scales_mins_packed(&*(b.add(4) as *const [u8; 12]));
+        // 16 i16 lanes: the 8 scales, then the 8 mins.
+        let sm = _mm256_cvtepu8_epi16(_mm_set_epi64x(mins as i64, scales as i64));
+        let mins = _mm256_permutexvar_epi16(dup_mins, sm);
+        let sm = _mm512_castsi256_si512(sm);
+        // [d, dmin] as f32.
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+        let qh = if Q5 {
+            let h = _mm256_loadu_si256(b.add(16) as *const __m256i);
+            join(h, h)
+        } else {
+            _mm512_setzero_si512()
+        };
+        let mut q = [_mm512_setzero_si512(); 4];
+        let mut sc = [_mm512_setzero_si512(); 4];
         for c in 0..4 {
             // 32 bytes hold 64 values: low nibbles (scale 2c) then high nibbles (2c + 1),
             // matching the 64 activations at 64c.
-            let bits = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
-            let q = _mm512_and_si512(join(bits, _mm256_srli_epi16::<4>(bits)), m4);
-            // u4 x i8 pair sums fit i16 (at most 2 * 15 * 127); vpdpwssd scales and adds them.
-            let p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(y.add(64 * c) as *const _));
-            let sc = _mm512_mask_blend_epi16(
-                0xFFFF_0000,
-                _mm512_set1_epi16(scales[2 * c] as i16),
-                _mm512_set1_epi16(scales[2 * c + 1] as i16),
-            );
-            sumi = _mm512_dpwssd_epi32(sumi, p, sc);
+            let bits = _mm256_loadu_si256(b.add(quants + 32 * c) as *const __m256i);
+            q[c] = _mm512_and_si512(join(bits, _mm256_srli_epi16::<4>(bits)), m4);
+            if Q5 {
+                // Bit 2c of qh[l] is the fifth bit of the low-nibble value l, bit 2c + 1 of
+                // the high-nibble one.
+                let sel = join(
+                    _mm256_set1_epi8((1u8 << (2 * c)) as i8),
+                    _mm256_set1_epi8((2u8 << (2 * c)) as i8),
+                );
+                let high = _mm512_test_epi8_mask(qh, sel);
+                q[c] = _mm512_mask_add_epi8(q[c], high, q[c], sixteen);
+            }
+            sc[c] = _mm512_permutexvar_epi16(pick[c], sm);
         }
-        let isum = _mm512_reduce_add_epi32(sumi);
-        let yd = act.d[i];
-        sumf += (f16_load(b) * yd) * isum as f32;
-        sumf -= (f16_load(b.add(2)) * yd) * summ as f32;
+        for t in 0..T {
+            let a = acts[t];
+            let y = a.qs.as_ptr().add(QK_K * i);
+            let mut sumi = _mm512_setzero_si512();
+            for c in 0..4 {
+                // u5 x i8 pair sums fit i16 (at most 2 * 31 * 127).
+                let p = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y.add(64 * c) as *const _));
+                sumi = _mm512_dpwssd_epi32(sumi, p, sc[c]);
+            }
+            let bsums = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * i) as *const __m256i);
+            let summ = _mm256_madd_epi16(bsums, mins);
+            let dmy = _mm_mul_ps(dm, _mm_set1_ps(*a.d.get_unchecked(i)));
+            acc[t] = _mm512_fmadd_ps(_mm512_broadcastss_ps(dmy), _mm512_cvtepi32_ps(sumi), acc[t]);
+            acc_min[t] = _mm256_fmadd_ps(
+                _mm256_broadcastss_ps(_mm_movehdup_ps(dmy)),
+                _mm256_cvtepi32_ps(summ),
+                acc_min[t],
+            );
+        }
     }
-    sumf
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = _mm512_reduce_add_ps(acc[t]) - hsum256_ps(acc_min[t]);
+    }
+    out
 }
 
 /// # Safety
 /// [`DotFn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
+    q6_k_tile::<1>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot4_q6_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    q6_k_tile::<4>(row, acts)
+}
+
+/// Q6_K rows times `T` activations.
+///
+/// # Safety
+/// [`DotFn`] contract for every activation; AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
     let m4 = _mm512_set1_epi8(0x0F);
     let m3 = _mm512_set1_epi8(3);
-    let mut sumf = 0f32;
+    let pick = Q6K_PICK.map(|p| _mm512_loadu_si512(p.as_ptr() as *const _));
+    let mut acc = [_mm512_setzero_ps(); T];
     for (i, blk) in row.chunks_exact(210).enumerate() {
         let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = &blk[192..208];
-        let bsums = &act.bsums[16 * i..16 * i + 16];
-        let mut corr = 0i32;
-        for j in 0..16 {
-            corr += (sc[j] as i8) as i32 * bsums[j] as i32;
-        }
-        let scales = _mm_loadu_si128(sc.as_ptr() as *const __m128i);
-        let mut sumi = _mm512_setzero_si512();
+        let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+        let sc512 = _mm512_castsi256_si512(scales);
+        let sc = pick.map(|p| _mm512_permutexvar_epi16(p, sc512));
+        let d = f16_load(b.add(208));
+        let mut q = [_mm512_setzero_si512(); 4];
         for c in 0..2 {
             // ql: 64 bytes whose low nibbles are values 0..64 of this half and high nibbles
             // values 64..128; qh: 2 more bits of each, in four 2-bit planes.
@@ -272,31 +447,35 @@ unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
             let qh = _mm256_loadu_si256(b.add(128 + 32 * c) as *const __m256i);
             let qh = join(qh, _mm256_srli_epi16::<2>(qh));
             // Unsigned 6-bit values in [0, 63]; the signed value is that minus 32.
-            let q = [
-                _mm512_or_si512(
-                    _mm512_and_si512(ql, m4),
-                    _mm512_slli_epi16::<4>(_mm512_and_si512(qh, m3)),
-                ),
-                _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
-                    _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srli_epi16::<4>(qh), m3)),
-                ),
-            ];
-            for (k, qk) in q.into_iter().enumerate() {
-                let g = 2 * c + k;
-                // u6 x i8 pair sums fit i16 (at most 2 * 63 * 127); vpdpwssd scales them.
-                let p = _mm512_maddubs_epi16(qk, _mm512_loadu_si512(y.add(64 * g) as *const _));
-                // 16-bit lanes 8j..8j+8 hold 16 values that share scale 4g + j.
-                let pick = |j: i8| _mm_set1_epi8(4 * g as i8 + j);
-                let lo = _mm_shuffle_epi8(scales, _mm_unpacklo_epi64(pick(0), pick(1)));
-                let hi = _mm_shuffle_epi8(scales, _mm_unpacklo_epi64(pick(2), pick(3)));
-                let scv = _mm512_cvtepi8_epi16(_mm256_set_m128i(hi, lo));
-                sumi = _mm512_dpwssd_epi32(sumi, p, scv);
-            }
+            q[2 * c] = _mm512_or_si512(
+                _mm512_and_si512(ql, m4),
+                _mm512_slli_epi16::<4>(_mm512_and_si512(qh, m3)),
+            );
+            q[2 * c + 1] = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srli_epi16::<4>(qh), m3)),
+            );
         }
-        let isum = _mm512_reduce_add_epi32(sumi) - 32 * corr;
-        let d = f16_load(b.add(208)) * act.d[i];
-        sumf += d * isum as f32;
+        for t in 0..T {
+            let a = acts[t];
+            let y = a.qs.as_ptr().add(QK_K * i);
+            let mut sumi = _mm512_setzero_si512();
+            for g in 0..4 {
+                // u6 x i8 pair sums fit i16 (at most 2 * 63 * 127).
+                let p = _mm512_maddubs_epi16(q[g], _mm512_loadu_si512(y.add(64 * g) as *const _));
+                sumi = _mm512_dpwssd_epi32(sumi, p, sc[g]);
+            }
+            // The -32 offset: 32 * sum of scale j times the sum of its 16 activations.
+            let bsums = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * i) as *const __m256i);
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, scales));
+            let sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(offset));
+            let dy = d * *a.d.get_unchecked(i);
+            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dy), _mm512_cvtepi32_ps(sumi), acc[t]);
+        }
     }
-    sumf
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = _mm512_reduce_add_ps(acc[t]);
+    }
+    out
 }

@@ -32,6 +32,38 @@ pub(crate) fn kernel(weight_type: GgmlType) -> DotFn {
 }
 
 // ---------------------------------------------------------------------------
+// f32 vectors (attention)
+// ---------------------------------------------------------------------------
+
+/// `a · b` with 8 per-lane accumulators combined pairwise, then the tail: an order that maps
+/// onto 8-wide vectors without reassociation, so a copy compiled for AVX2 gives the same bits.
+#[inline(always)]
+pub(crate) fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let tail = n / 8 * 8;
+    for (x, y) in a[tail..].iter().zip(&b[tail..]) {
+        s += x * y;
+    }
+    s
+}
+
+/// `y += alpha * x`, element by element.
+#[inline(always)]
+pub(crate) fn f32_axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += alpha * xv;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Float weights
 // ---------------------------------------------------------------------------
 
@@ -204,6 +236,25 @@ pub(crate) fn k4_scales_mins(sc: &[u8]) -> ([u8; 8], [u8; 8]) {
         (s[j], m[j]) = scale_min_k4(j, sc);
     }
     (s, m)
+}
+
+/// The 8 scales and the 8 mins of a Q4_K / Q5_K block (the 12 bytes at `sc`), byte `j` of
+/// each `u64` holding value `j`: the same values as [`k4_scales_mins`], unpacked with a few
+/// word operations instead of 16 byte-wise ones (the SIMD kernels widen them in one step).
+#[inline(always)]
+pub(crate) fn k4_scales_mins_packed(sc: &[u8; 12]) -> (u64, u64) {
+    const LOW6: u64 = 0x3f3f_3f3f;
+    const LOW4: u64 = 0x0f0f_0f0f;
+    const LOW2: u64 = 0x0303_0303;
+    let word = |k: usize| {
+        u32::from_le_bytes([sc[4 * k], sc[4 * k + 1], sc[4 * k + 2], sc[4 * k + 3]]) as u64
+    };
+    let (a0, a1, a2) = (word(0), word(1), word(2));
+    // Values 0..4 are the low 6 bits of bytes 0..4 (scales) and 4..8 (mins); values 4..8 take
+    // their low 4 bits from bytes 8..12 and their top 2 bits from the top of bytes 0..8.
+    let scales = (a0 & LOW6) | (((a2 & LOW4) | (((a0 >> 6) & LOW2) << 4)) << 32);
+    let mins = (a1 & LOW6) | ((((a2 >> 4) & LOW4) | (((a1 >> 6) & LOW2) << 4)) << 32);
+    (scales, mins)
 }
 
 /// `sum_g bsums[g] * mins[g / 2]` over a super-block.

@@ -389,6 +389,26 @@ fn level_name(level: Level) -> &'static str {
 /// [`vec_dot_type`], and that the CPU supports the kernel's instruction set.
 pub(crate) type DotFn = unsafe fn(&[u8], &Activation) -> f32;
 
+/// A dot-product kernel taking one weight row and four activations: the four results are
+/// bit-identical to four calls of the type's [`DotFn`] at the same level (each activation
+/// gets the same operations; only the weight decoding is shared).
+///
+/// # Safety
+/// The [`DotFn`] contract for each of the four activations.
+pub(crate) type Dot4Fn = unsafe fn(&[u8], &[&Activation; 4]) -> [f32; 4];
+
+/// The four-activation kernel for `weight_type` at `level`, where one exists.
+pub(crate) fn kernel4(weight_type: GgmlType, level: Level) -> Option<Dot4Fn> {
+    match level {
+        #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
+        Level::Avx512 => avx512::kernel4(weight_type),
+        _ => {
+            let _ = weight_type;
+            None
+        }
+    }
+}
+
 /// The kernel for `weight_type` at `level`.
 pub(crate) fn kernel(weight_type: GgmlType, level: Level) -> DotFn {
     match level {
@@ -453,6 +473,27 @@ pub fn vec_dot(weight_type: GgmlType, row: &[u8], act: &Activation) -> f32 {
     // SAFETY: `compatible` checked the row length and activation kind, and
     // `kernel` only returns SIMD kernels for instruction sets `level()` detected.
     unsafe { f(row, act) }
+}
+
+/// `a · b` over the shorter length, summed in 8 lanes combined pairwise: the same bits on
+/// every SIMD level of a machine (AVX2 only widens the registers the lanes live in).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if level() != Level::Scalar {
+        // SAFETY: every x86_64 level above scalar was detected with AVX2.
+        return unsafe { x86::f32_dot(a, b) };
+    }
+    dot::f32_dot(a, b)
+}
+
+/// `y += alpha * x` over the shorter length.
+pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level() != Level::Scalar {
+        // SAFETY: as in `dot_f32`.
+        return unsafe { x86::f32_axpy(alpha, x, y) };
+    }
+    dot::f32_axpy(alpha, x, y)
 }
 
 /// `out[r] = dot(row r, act)` for `rows` rows of `weight_type` laid out back
@@ -537,21 +578,36 @@ pub fn matmat(
         return;
     }
     let f = kernel(weight_type, level());
-    // Vectors in groups whose prepared activations stay in the L2 cache with a few rows.
-    let group = (MATMAT_ACTIVATION_BYTES / rb.max(1)).clamp(1, n);
-    for t0 in (0..n).step_by(group) {
-        let t1 = (t0 + group).min(n);
-        for (r, row) in weights.chunks_exact(rb).enumerate() {
-            let o = &mut out[r * n + t0..r * n + t1];
-            for (o, act) in o.iter_mut().zip(&acts[t0..t1]) {
-                // SAFETY: every row is exactly `rb` bytes, which matches every activation
-                // (checked above); the kernel's instruction set was detected by `level()`.
-                *o = unsafe { f(row, act) };
+    let f4 = kernel4(weight_type, level());
+    // Blocks of rows small enough to stay in the L1 cache with four activations, so that each
+    // weight row is decoded once per four vectors and each activation is read from L2 once
+    // per block of rows rather than once per row.
+    let block_rows = (MATMAT_ROW_BLOCK_BYTES / rb).max(1);
+    for r0 in (0..rows).step_by(block_rows) {
+        let r1 = (r0 + block_rows).min(rows);
+        let block = &weights[r0 * rb..r1 * rb];
+        let mut t0 = 0;
+        if let Some(f4) = f4 {
+            while t0 + 4 <= n {
+                let quad = [&acts[t0], &acts[t0 + 1], &acts[t0 + 2], &acts[t0 + 3]];
+                for (r, row) in (r0..r1).zip(block.chunks_exact(rb)) {
+                    // SAFETY: every row is exactly `rb` bytes, which matches every activation
+                    // (checked above); the kernel's instruction set was detected by `level()`.
+                    let v = unsafe { f4(row, &quad) };
+                    out[r * n + t0..r * n + t0 + 4].copy_from_slice(&v);
+                }
+                t0 += 4;
+            }
+        }
+        for (t, act) in acts.iter().enumerate().skip(t0) {
+            for (r, row) in (r0..r1).zip(block.chunks_exact(rb)) {
+                // SAFETY: as above.
+                out[r * n + t] = unsafe { f(row, act) };
             }
         }
     }
 }
 
-/// About how many bytes of weight rows' worth of activations [`matmat`] keeps in cache at
-/// once (activations take about twice the bytes of 4-bit weights).
-const MATMAT_ACTIVATION_BYTES: usize = 128 << 10;
+/// Bytes of weight rows [`matmat`] multiplies by each group of vectors before moving on: with
+/// four prepared activations (about 4.5 KiB per 1024 columns) they fit a 32 KiB L1 cache.
+const MATMAT_ROW_BLOCK_BYTES: usize = 12 << 10;

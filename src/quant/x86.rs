@@ -40,6 +40,24 @@ pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
     })
 }
 
+/// [`super::dot::f32_dot`] compiled for AVX2: the same operations in ymm registers.
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
+    super::dot::f32_dot(a, b)
+}
+
+/// [`super::dot::f32_axpy`] compiled for AVX2.
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn f32_axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    super::dot::f32_axpy(alpha, x, y)
+}
+
 // ---------------------------------------------------------------------------
 // Helpers. Callers guarantee the target features and pointer validity.
 // ---------------------------------------------------------------------------

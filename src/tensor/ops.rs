@@ -80,6 +80,10 @@ pub const PARALLEL_MIN_BYTES: usize = 1 << 20;
 /// the shared counter is noise, small enough that threads finish close together.
 const CHUNK_BYTES: usize = 32 << 10;
 
+/// [`matmat`]: the least bytes of weight rows per chunk, so that each chunk's rows are
+/// multiplied by several vectors in cache-sized blocks.
+const MATMAT_MIN_CHUNK_BYTES: usize = 12 << 10;
+
 /// Scratch space and threads for [`matvec`], reused across calls so decoding does not
 /// allocate.
 #[derive(Default)]
@@ -102,6 +106,11 @@ impl MatvecScratch {
             pool: Some(pool),
             ..Default::default()
         }
+    }
+
+    /// The kernel threads, if any.
+    pub fn pool(&self) -> Option<&Arc<ThreadPool>> {
+        self.pool.as_ref()
     }
 
     /// Threads products may use.
@@ -181,8 +190,12 @@ pub fn matmat(
     let rb = m.data.len() / m.rows.max(1);
     match &scratch.pool {
         Some(pool) if pool.threads() > 1 && m.data.len() * n >= PARALLEL_MIN_BYTES => {
-            // Each row is now `n` dot products of work, so fewer rows per chunk.
-            let rows = (CHUNK_BYTES / (rb * n).max(1)).max(4);
+            // Rows are the unit of work: a chunk of rows is multiplied by every vector, in
+            // blocks of rows that stay in L1 (see `quant::matmat`). With many vectors the
+            // chunk is still plenty of work to amortise taking it.
+            let rows = (CHUNK_BYTES / (rb * n).max(1))
+                .max(MATMAT_MIN_CHUNK_BYTES / rb.max(1))
+                .max(4);
             pool.for_each_chunk(by_row, rows * n, &|start, o| {
                 let (r0, r1) = (start / n, (start + o.len()) / n);
                 crate::quant::matmat(m.ty, &m.data[r0 * rb..r1 * rb], r1 - r0, acts, o);
@@ -239,25 +252,13 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Dot product of two f32 slices with a fixed summation order.
+/// Dot product of two f32 slices with a fixed summation order (see [`crate::quant::dot_f32`]:
+/// the same bits whichever SIMD level computes it).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[i * 8 + l] * b[i * 8 + l];
-        }
-    }
-    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
+    crate::quant::dot_f32(a, b)
 }
 
 /// `y += a * x`.
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv += a * xv;
-    }
+    crate::quant::axpy_f32(a, x, y)
 }

@@ -178,18 +178,30 @@ impl ThreadPool {
         chunk: usize,
         f: &(dyn Fn(usize, &mut [T]) + Sync),
     ) {
+        self.for_each_chunk_on_thread(data, chunk, &|_, offset, part| f(offset, part));
+    }
+
+    /// [`for_each_chunk`](Self::for_each_chunk), also telling `f` the index (in
+    /// `0..threads()`) of the thread running it, so that it can use that thread's scratch
+    /// space: no two calls with the same index run at once.
+    pub fn for_each_chunk_on_thread<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        f: &(dyn Fn(usize, usize, &mut [T]) + Sync),
+    ) {
         let chunk = chunk.max(1);
         let len = data.len();
         let n_chunks = len.div_ceil(chunk);
         if n_chunks <= 1 || self.workers.is_empty() {
             for (i, c) in data.chunks_mut(chunk).enumerate() {
-                f(i * chunk, c);
+                f(0, i * chunk, c);
             }
             return;
         }
         let next = AtomicUsize::new(0);
         let base = SendPtr(data.as_mut_ptr());
-        self.run(&|_| loop {
+        self.run(&|thread| loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= n_chunks {
                 break;
@@ -201,7 +213,7 @@ impl ThreadPool {
             // exactly one thread (fetch_add), so the ranges `start..end` handed out are
             // disjoint and inside `data`.
             let part = unsafe { std::slice::from_raw_parts_mut(p.add(start), end - start) };
-            f(start, part);
+            f(thread, start, part);
         });
     }
 }
