@@ -178,6 +178,8 @@ unsafe fn q8_0_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32
     let w = row.as_ptr();
     let nb = acts[0].n / 32;
     let zero = _mm512_setzero_si512();
+    let bias = _mm512_set1_epi8(-128);
+    let halves = _mm512_loadu_si512(HALVES.as_ptr() as *const _);
     let mut acc = [_mm512_setzero_ps(); T];
     let mut ib = 0;
     while ib + 2 <= nb {
@@ -186,15 +188,17 @@ unsafe fn q8_0_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32
             _mm256_loadu_si256(b0.add(2) as *const __m256i),
             _mm256_loadu_si256(b1.add(2) as *const __m256i),
         );
-        // vpdpbusd wants unsigned bytes: |x| times y with x's sign moved onto y (exact: y is
-        // never -128).
-        let (ax, negative) = (_mm512_abs_epi8(x), _mm512_movepi8_mask(x));
+        // vpdpbusd multiplies unsigned by signed bytes: the activations come biased by 128,
+        // so each group of four starts from -128 times the sum of its weights (exact in i32).
+        let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, x));
         let wd = halves_ps(f16_load(b0), f16_load(b1));
         for (a, acc) in acts.iter().zip(acc.iter_mut()) {
-            let y = _mm512_loadu_si512(a.qs.as_ptr().add(32 * ib) as *const _);
-            let p = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(y, negative, zero, y));
-            let dd = _mm512_mul_ps(wd, halves_ps(a.d[ib], a.d[ib + 1]));
-            *acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(p), *acc);
+            let y = _mm512_loadu_si512(a.biased.as_ptr().add(32 * ib) as *const _);
+            let p = _mm512_dpbusd_epi32(start, y, x);
+            // The two blocks' activation scales, each in 8 lanes.
+            let yd = _mm_castsi128_ps(_mm_loadl_epi64(a.d.as_ptr().add(ib) as *const __m128i));
+            let yd = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(yd));
+            *acc = _mm512_fmadd_ps(_mm512_mul_ps(wd, yd), _mm512_cvtepi32_ps(p), *acc);
         }
         ib += 2;
     }
@@ -260,6 +264,9 @@ unsafe fn dot_q4_0(row: &[u8], act: &Activation) -> f32 {
 // tests), and the `_tile` forms decode each weight block once for several activations while
 // giving each activation the same operations as alone: bit-identical for any batch.
 // ---------------------------------------------------------------------------
+
+/// `vpermps` indices putting element 0 in lanes 0..8 and element 1 in lanes 8..16.
+static HALVES: [i32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
 
 /// Sum of the 8 f32 lanes of `v`.
 #[inline]

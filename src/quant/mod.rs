@@ -157,6 +157,9 @@ pub struct Activation {
     s: Vec<f32>,
     /// Q8_K: sums of 16 consecutive quants.
     bsums: Vec<i16>,
+    /// Q8_0: the quants plus 128, as unsigned bytes, for kernels that multiply unsigned
+    /// activations by signed weights (AVX-512 VNNI's `vpdpbusd`).
+    biased: Vec<u8>,
 }
 
 impl Default for Activation {
@@ -177,6 +180,7 @@ impl Activation {
             d: Vec::new(),
             s: Vec::new(),
             bsums: Vec::new(),
+            biased: Vec::new(),
         }
     }
 
@@ -223,6 +227,9 @@ impl Activation {
                     let d = reference::q8_0_block(xb, qb);
                     self.d.push(reference::round_f16(d));
                 }
+                self.biased.clear();
+                self.biased
+                    .extend(self.qs.iter().map(|&q| (q as u8) ^ 0x80));
             }
             GgmlType::Q8_1 => {
                 self.qs.resize(n, 0);
