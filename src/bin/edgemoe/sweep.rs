@@ -50,6 +50,10 @@ struct Run {
     misses: u64,
     preloads: u64,
     wasted_preloads: u64,
+    /// Of `preloads`, fill-ahead reads into empty slots.
+    fill_reads: u64,
+    /// Predictions not preloaded (not worth an eviction, or their layer came first).
+    dropped_preloads: u64,
     bytes_read_per_token: f64,
     /// Bytes the used experts needed that were not already cached (demand misses and useful
     /// preloads): what any engine with this cache content has to read.
@@ -171,6 +175,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                     misses: s.misses,
                     preloads: s.preloads,
                     wasted_preloads: s.wasted_preloads,
+                    fill_reads: s.fill_reads,
+                    dropped_preloads: s.dropped_preloads,
                     bytes_read_per_token: s.bytes_read as f64 / n,
                     needed_bytes_per_token: needed,
                     read_bandwidth: s.read_bandwidth(),
