@@ -217,7 +217,8 @@ fn every_predictor_is_bit_identical_to_resident() {
 }
 
 /// With room for every expert, the look-ahead's preloads and fill-ahead go to empty slots and
-/// evict nothing: after the first token, fetches are served by preloads, none is wasted, and
+/// evict nothing: fetches are served by preloads, none is wasted (a prediction may still be
+/// dropped when its layer comes before room for its read), and
 /// greedy output stays bit-identical to resident for every streaming backend. At a small
 /// budget, budget-aware preloading may drop predictions but never changes the output.
 #[test]
@@ -249,7 +250,6 @@ fn lookahead_with_fill_ahead_is_bit_identical_and_served_by_preloads() {
             );
             if budget.is_none() {
                 assert_eq!(st.wasted_preloads, 0, "{backend:?}: {st:?}");
-                assert_eq!(st.dropped_preloads, 0, "{backend:?}: {st:?}");
                 if backend != Backend::Mmap {
                     assert!(st.fill_reads > 0, "{backend:?}: {st:?}");
                 }

@@ -218,7 +218,8 @@ pub fn min_pool_bytes(directory: &ExpertDirectory, n_experts_used: usize) -> u64
 
 /// Bytes of speculative reads (preloads, fill-ahead) kept in flight at most (one read at
 /// least): enough to keep the device streaming, few enough that a demand read, which the
-/// device serves after them, does not wait long.
+/// device serves after them, does not wait long. Their number is also held to half the
+/// backend's queue, so a demand read always finds room in it.
 const SPECULATIVE_INFLIGHT_BYTES: u64 = 24 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,8 +288,10 @@ struct State {
     fill_paused: bool,
     /// Fetches waiting for a slot to free up: speculative reads must not take it first.
     starved: usize,
-    /// Bytes of speculative reads in flight, and the most allowed.
+    /// Speculative reads in flight (slots, bytes), and the most allowed.
+    speculative_slots: usize,
     speculative_inflight: u64,
+    speculative_slot_cap: usize,
     speculative_cap: u64,
     /// Slots with a demand read in flight.
     demand_inflight: usize,
@@ -474,11 +477,14 @@ impl State {
     /// Whether a speculative read of `bytes` may start: within the cap on speculative bytes in
     /// flight, or the first one.
     fn has_room(&self, bytes: u64) -> bool {
-        self.speculative_inflight == 0 || self.speculative_inflight + bytes <= self.speculative_cap
+        self.speculative_slots == 0
+            || (self.speculative_slots < self.speculative_slot_cap
+                && self.speculative_inflight + bytes <= self.speculative_cap)
     }
 
     fn start_speculative(&mut self, slot: usize, bytes: u64) {
         self.slots[slot].speculative = bytes;
+        self.speculative_slots += 1;
         self.speculative_inflight += bytes;
     }
 
@@ -576,7 +582,11 @@ impl State {
         if std::mem::take(&mut s.urgent) {
             self.demand_inflight -= 1;
         }
-        self.speculative_inflight -= std::mem::take(&mut s.speculative);
+        let speculative = std::mem::take(&mut s.speculative);
+        if speculative > 0 {
+            self.speculative_slots -= 1;
+            self.speculative_inflight -= speculative;
+        }
         if let Some(f) = s.failed.take() {
             // The cache stays consistent: the expert is not loaded, the slot is free again
             // (once waiters have seen the error).
@@ -790,16 +800,15 @@ impl StreamedExperts {
             stats: StreamStats::default(),
             busy_since: None,
             scratch: Vec::new(),
-            fill_ahead: cfg.fill_ahead
-                && backend.is_async()
-                && std::env::var_os("EDGEMOE_NO_FILL").is_none(),
+            fill_ahead: cfg.fill_ahead && backend.is_async(),
             fill_paused: false,
             starved: 0,
+            speculative_slots: 0,
             speculative_inflight: 0,
+            speculative_slot_cap: (cfg.queue_depth / 2).max(1),
             speculative_cap: SPECULATIVE_INFLIGHT_BYTES,
             demand_inflight: 0,
-            budget_aware_preloads: cfg.budget_aware_preloads
-                && std::env::var_os("EDGEMOE_PRELOAD_ALWAYS").is_none(),
+            budget_aware_preloads: cfg.budget_aware_preloads,
             deferred: Vec::new(),
             pace: Pace::new(),
         };

@@ -25,6 +25,9 @@ pub struct SweepPlan {
     /// Depth and preload count of the predictors.
     pub prediction: PredictionOptions,
     pub policy: PolicyKind,
+    /// See [`LoadOptions::fill_ahead`] and [`LoadOptions::budget_aware_preloads`].
+    pub fill_ahead: bool,
+    pub budget_aware_preloads: bool,
     pub threads: usize,
     /// Tokens decoded per run.
     pub n_gen: usize,
@@ -72,6 +75,8 @@ struct Report {
     threads: usize,
     kernel: String,
     policy: String,
+    fill_ahead: bool,
+    budget_aware_preloads: bool,
     expert_bytes: u64,
     resident_ms_per_token: f64,
     raw_read_bandwidth: f64,
@@ -137,6 +142,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                         context_length: Some(ctx),
                         policy: plan.policy,
                         prediction,
+                        fill_ahead: plan.fill_ahead,
+                        budget_aware_preloads: plan.budget_aware_preloads,
                         ..Default::default()
                     },
                 ) {
@@ -194,6 +201,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
         threads: plan.threads,
         kernel,
         policy: format!("{:?}", plan.policy).to_lowercase(),
+        fill_ahead: plan.fill_ahead,
+        budget_aware_preloads: plan.budget_aware_preloads,
         expert_bytes: pf.expert_bytes,
         resident_ms_per_token: resident_ms,
         raw_read_bandwidth: raw_bw,
@@ -281,11 +290,13 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
         .map(|_| "---|")
         .collect::<String>();
     let mut md = format!(
-        "{}: {} threads, {} kernels, {} policy; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 16 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
+        "{}: {} threads, {} kernels, {} policy, fill-ahead {}, budget-aware preloads {}; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 16 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
         report.model,
         report.threads,
         report.kernel,
         report.policy,
+        on_off(report.fill_ahead),
+        on_off(report.budget_aware_preloads),
         report.expert_bytes >> 20,
         report.resident_ms_per_token,
         report.raw_read_bandwidth / (1 << 20) as f64,
@@ -297,4 +308,12 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
     }
     println!("{md}");
     write("sweep.md", md)
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
 }
