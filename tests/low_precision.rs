@@ -78,6 +78,7 @@ fn streamed(path: &Path, slots: u64, threshold: Option<f32>) -> (Arc<Model>, Arc
         policy: PolicyKind::Lru,
         queue_depth: 8,
         mlock: false,
+        ..Default::default()
     };
     let src =
         Arc::new(StreamedExperts::open(path, directory.clone(), config.n_layers, &cfg).unwrap());

@@ -215,3 +215,45 @@ fn every_predictor_is_bit_identical_to_resident() {
         }
     }
 }
+
+/// With room for every expert, the look-ahead's preloads and fill-ahead go to empty slots and
+/// evict nothing: fetches are served by preloads, none is wasted (a prediction may still be
+/// dropped when its layer comes before room for its read), and
+/// greedy output stays bit-identical to resident for every streaming backend. At a small
+/// budget, budget-aware preloading may drop predictions but never changes the output.
+#[test]
+fn lookahead_with_fill_ahead_is_bit_identical_and_served_by_preloads() {
+    let resident = Arc::new(Model::load(&demo()).unwrap());
+    let (want, _) = greedy(&resident, 24);
+    for backend in [Backend::IoUring, Backend::Pread, Backend::Mmap] {
+        for budget in [None, Some(6 << 20)] {
+            let prediction = PredictionOptions {
+                predictor: PredictorKind::LookAhead,
+                ..Default::default()
+            };
+            let opts = LoadOptions {
+                memory_budget: budget.or(Some(u64::MAX / 8)),
+                backend,
+                context_length: Some(64),
+                prediction,
+                ..Default::default()
+            };
+            let model = Arc::new(Model::load_with(&demo(), opts).unwrap());
+            let streamed = model.streamed().expect("a budget streams experts").clone();
+            let (got, _) = greedy(&model, 24);
+            assert_eq!(got, want, "{backend:?} {budget:?}");
+            let st = streamed.stats();
+            assert_eq!(st.hits + st.preload_hits + st.misses, st.gets, "{st:?}");
+            assert!(
+                st.read_errors == 0 && st.preload_hits > 0,
+                "{backend:?}: {st:?}"
+            );
+            if budget.is_none() {
+                assert_eq!(st.wasted_preloads, 0, "{backend:?}: {st:?}");
+                if backend != Backend::Mmap {
+                    assert!(st.fill_reads > 0, "{backend:?}: {st:?}");
+                }
+            }
+        }
+    }
+}

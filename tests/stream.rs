@@ -101,6 +101,7 @@ fn cfg(backend: BackendKind, policy: PolicyKind, pool_bytes: u64) -> StreamConfi
         policy,
         queue_depth: 8,
         mlock: true,
+        ..Default::default()
     }
 }
 
@@ -626,5 +627,49 @@ fn backends_complete_every_request_once_when_cancelled() {
             }
         }
         eprintln!("{kind:?}: {cancelled}/{n} reads cancelled");
+    }
+}
+
+/// Fill-ahead: with room for every expert, the experts the first token does not ask for are
+/// read into the empty slots ahead of need (never evicting: at most one read per slot), later
+/// tokens find them as preload hits, and the results stay bit-identical to resident, for every
+/// backend; the synchronous mmap backend does not fill, and neither does a source with
+/// fill-ahead off.
+#[test]
+fn fill_ahead_reads_into_empty_slots_and_keeps_results_identical() {
+    let path = packed("mixtral");
+    let want = run(&Arc::new(Model::load(&path).unwrap()), "mixtral", |_| {});
+    let sizes = pool_sizes(&path);
+    for backend in [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap] {
+        for (pool, fill) in [(sizes[2], true), (sizes[1], true), (sizes[2], false)] {
+            let config = StreamConfig {
+                fill_ahead: fill,
+                ..cfg(backend, PolicyKind::Lru, pool)
+            };
+            let (model, src) = streamed(&path, &config, |b| b);
+            let got = run(&model, "mixtral", |_| {});
+            assert!(got == want, "{backend:?} pool {pool} fill {fill}: differs");
+            let st = src.stats();
+            let n = (model.config.n_layers * model.config.n_experts) as u64;
+            assert!(st.fill_reads <= src.slots() as u64, "{st:?}");
+            assert!(
+                st.fill_reads <= st.preloads && st.read_errors == 0,
+                "{st:?}"
+            );
+            if fill && backend != BackendKind::Mmap {
+                assert!(
+                    st.fill_reads > 0 && st.preload_hits > 0,
+                    "{backend:?}: {st:?}"
+                );
+                if pool == sizes[2] {
+                    // Room for all: each expert read once, by a demand read or a fill.
+                    assert_eq!(st.reads, n, "{st:?}");
+                    assert_eq!(st.misses + st.fill_reads, n, "{st:?}");
+                    assert_eq!(st.wasted_preloads, 0, "{st:?}");
+                }
+            } else {
+                assert_eq!(st.fill_reads, 0, "{backend:?} fill {fill}: {st:?}");
+            }
+        }
     }
 }

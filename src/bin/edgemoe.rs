@@ -91,6 +91,13 @@ struct ModelArgs {
     /// Router look-ahead: do not predict layer l+1 a second time once layer l's experts ran.
     #[arg(long)]
     no_refine: bool,
+    /// Streaming: do not read experts into empty pool slots ahead of need.
+    #[arg(long)]
+    no_fill_ahead: bool,
+    /// Streaming: preload every prediction at once, evicting if need be (default: a preload
+    /// that would evict waits for demand reads, and is dropped when it cannot pay).
+    #[arg(long)]
+    eager_preloads: bool,
     /// Expert-cache eviction policy when streaming: lru, lfu, edgemoe, hobbit, forward.
     #[arg(long, default_value = "lru")]
     policy: String,
@@ -172,6 +179,8 @@ impl ModelArgs {
                 low_precision_threshold: self.low_precision_threshold,
                 policy,
                 prediction: self.prediction()?,
+                fill_ahead: !self.no_fill_ahead,
+                budget_aware_preloads: !self.eager_preloads,
                 ..Default::default()
             },
         )?;
@@ -1412,6 +1421,8 @@ fn run_bench(mut a: BenchArgs) -> edgemoe::Result<()> {
                 ..Default::default()
             },
             policy: a.model.policy()?,
+            fill_ahead: !a.model.no_fill_ahead,
+            budget_aware_preloads: !a.model.eager_preloads,
             threads: a.model.threads,
             n_gen: a.n_gen,
             out: a.out.clone(),

@@ -107,6 +107,12 @@ pub struct LoadOptions<'a> {
     /// See [`Model::low_precision_threshold`]; needs a file with low-precision copies
     /// (`edgemoe convert --low-expert-type`). `None` (the default): off.
     pub low_precision_threshold: Option<f32>,
+    /// Streaming: read experts into empty pool slots ahead of need
+    /// ([`crate::stream::StreamConfig::fill_ahead`]; default on).
+    pub fill_ahead: bool,
+    /// Streaming: preloads that would evict wait for demand reads and are dropped when they
+    /// cannot pay ([`crate::stream::StreamConfig::budget_aware_preloads`]; default on).
+    pub budget_aware_preloads: bool,
 }
 
 impl Default for LoadOptions<'_> {
@@ -121,6 +127,8 @@ impl Default for LoadOptions<'_> {
             prediction: Default::default(),
             progress: None,
             low_precision_threshold: None,
+            fill_ahead: true,
+            budget_aware_preloads: true,
         }
     }
 }
@@ -410,6 +418,8 @@ impl Model {
             backend: kind,
             policy: opts.policy,
             mlock: opts.mlock,
+            fill_ahead: opts.fill_ahead,
+            budget_aware_preloads: opts.budget_aware_preloads,
             ..Default::default()
         };
         let streamed = Arc::new(crate::stream::StreamedExperts::open_source(

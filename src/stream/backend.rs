@@ -46,12 +46,31 @@ pub trait Backend: Send + Sync {
     /// an error.
     fn submit(&self, reqs: &[ReadRequest]);
 
+    /// Like [`Backend::submit`], ahead of requests still queued in the backend (reads the
+    /// forward pass is blocked on, passing speculative ones).
+    fn submit_first(&self, reqs: &[ReadRequest]) {
+        self.submit(reqs)
+    }
+
+    /// Whether reads run in the background. A synchronous backend (mmap copies) reads inside
+    /// `submit`, so speculative reads would only stall the caller.
+    fn is_async(&self) -> bool {
+        true
+    }
+
     /// Appends the completions that are ready, without blocking.
     fn reap(&self, out: &mut Vec<Completion>);
 
     /// Blocks until request `tag` completes and returns its result; it is not returned by a
     /// later `reap`. Completions of other requests seen meanwhile stay queued for `reap`.
     fn wait(&self, tag: u64) -> io::Result<()>;
+
+    /// Blocks until request `tag` completes (`Some`, as [`Backend::wait`]) or another
+    /// completion is ready to [`Backend::reap`] (`None`), so the caller can react to it (start
+    /// the next speculative read) while it waits.
+    fn wait_progress(&self, tag: u64) -> Option<io::Result<()>> {
+        Some(self.wait(tag))
+    }
 
     /// Asks that these requests stop: those not started complete at once with a
     /// [`cancelled`] error; those the device already works on may still complete normally.
@@ -210,6 +229,20 @@ impl DoneQueue {
                 .drain()
                 .map(|(tag, result)| Completion { tag, result }),
         );
+    }
+
+    /// See [`Backend::wait_progress`].
+    pub fn wait_progress(&self, tag: u64) -> Option<io::Result<()>> {
+        let mut done = self.done.lock();
+        loop {
+            if let Some(r) = done.remove(&tag) {
+                return Some(r);
+            }
+            if !done.is_empty() {
+                return None;
+            }
+            self.cond.wait(&mut done);
+        }
     }
 
     pub fn wait(&self, tag: u64) -> io::Result<()> {

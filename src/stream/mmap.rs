@@ -85,6 +85,10 @@ impl Backend for MmapBackend {
         }
     }
 
+    fn is_async(&self) -> bool {
+        false
+    }
+
     fn reap(&self, out: &mut Vec<Completion>) {
         self.done.drain(out);
     }

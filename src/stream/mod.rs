@@ -55,6 +55,15 @@ pub struct StreamConfig {
     pub queue_depth: usize,
     /// Pin the pool in RAM where `RLIMIT_MEMLOCK` allows.
     pub mlock: bool,
+    /// While the pool has empty slots, keep reading the experts of the layers ahead into them
+    /// (a read into an empty slot evicts nothing), so a cold cache fills at full bandwidth,
+    /// overlapped with compute. Not with synchronous backends (mmap).
+    pub fill_ahead: bool,
+    /// Preloads that would evict another expert wait until no demand read is in flight (a
+    /// speculative read only competes with demand reads that keep the device busy), and are
+    /// dropped when a layer pass leaves the device no idle time for what wrong predictions
+    /// waste. Off: every prediction is preloaded at once, evicting if need be.
+    pub budget_aware_preloads: bool,
 }
 
 impl Default for StreamConfig {
@@ -65,6 +74,8 @@ impl Default for StreamConfig {
             policy: PolicyKind::Lru,
             queue_depth: 16,
             mlock: true,
+            fill_ahead: true,
+            budget_aware_preloads: true,
         }
     }
 }
@@ -84,8 +95,14 @@ pub struct StreamStats {
     pub waits: u64,
     /// Experts read because of `prefetch`.
     pub preloads: u64,
-    /// Preloaded experts evicted or passed over without being used.
+    /// Preloaded experts evicted without being used. (A prediction that missed its layer but
+    /// whose expert a later pass uses counts as a preload hit then: the read was needed.)
     pub wasted_preloads: u64,
+    /// Of `preloads`, experts read into empty slots ahead of need ([`StreamConfig::fill_ahead`]).
+    pub fill_reads: u64,
+    /// Predicted experts not preloaded: put off while demand reads ran until their layer came,
+    /// or not worth evicting another expert for ([`StreamConfig::budget_aware_preloads`]).
+    pub dropped_preloads: u64,
     /// Completed read requests and their bytes (aligned, as read from storage).
     pub reads: u64,
     pub bytes_read: u64,
@@ -199,6 +216,12 @@ pub fn min_pool_bytes(directory: &ExpertDirectory, n_experts_used: usize) -> u64
     slot_bytes(directory) * n_experts_used.max(1) as u64
 }
 
+/// Bytes of speculative reads (preloads, fill-ahead) kept in flight at most (one read at
+/// least): enough to keep the device streaming, few enough that a demand read, which the
+/// device serves after them, does not wait long. Their number is also held to half the
+/// backend's queue, so a demand read always finds room in it.
+const SPECULATIVE_INFLIGHT_BYTES: u64 = 24 << 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Empty,
@@ -226,6 +249,12 @@ struct Slot {
     /// Read because the current layer needs it (`request`), not fetched yet: the fetch counts
     /// as a miss, not as a preload hit.
     demanded: bool,
+    /// A demand read is in flight.
+    urgent: bool,
+    /// Bytes of the speculative read in flight (a preload or fill-ahead), else 0.
+    speculative: u64,
+    /// Preloaded for a prediction not yet scored (used, or its layer passed).
+    predicted: bool,
 }
 
 const NONE: u32 = u32::MAX;
@@ -253,6 +282,81 @@ struct State {
     stats: StreamStats,
     busy_since: Option<Instant>,
     scratch: Vec<Completion>,
+    fill_ahead: bool,
+    /// A read failed or was cancelled, and none has succeeded since: fill-ahead pauses rather
+    /// than retry into a failing device.
+    fill_paused: bool,
+    /// Fetches waiting for a slot to free up: speculative reads must not take it first.
+    starved: usize,
+    /// Speculative reads in flight (slots, bytes), and the most allowed.
+    speculative_slots: usize,
+    speculative_inflight: u64,
+    speculative_slot_cap: usize,
+    speculative_cap: u64,
+    /// Slots with a demand read in flight.
+    demand_inflight: usize,
+    budget_aware_preloads: bool,
+    /// Predicted (layer, key) put off while demand reads are in flight.
+    deferred: Vec<(usize, usize)>,
+    /// What decides whether a preload may evict (see [`State::eviction_pays`]).
+    pace: Pace,
+}
+
+/// Running estimates of the pipeline's pace, per layer pass (one layer of one batch), for
+/// deciding whether a speculative read that evicts an expert pays for itself.
+#[derive(Debug)]
+struct Pace {
+    /// When the running layer pass began, with the I/O wait total then.
+    pass_start: Instant,
+    wait_at_start: Duration,
+    /// Bytes of demand reads issued in this pass, and of preloads that evicted.
+    demand_bytes: u64,
+    evicting_bytes: u64,
+    /// Moving averages: seconds a pass spends computing (not waiting), demand bytes a pass.
+    compute: f64,
+    demand: f64,
+    /// Predicted preloads used, and passed over (their layer ran without them).
+    used: u64,
+    missed: u64,
+}
+
+impl Pace {
+    /// Weight of the newest pass in the moving averages.
+    const NEW: f64 = 0.125;
+
+    fn new() -> Self {
+        Pace {
+            pass_start: Instant::now(),
+            wait_at_start: Duration::ZERO,
+            demand_bytes: 0,
+            evicting_bytes: 0,
+            compute: 0.0,
+            demand: 0.0,
+            used: 0,
+            missed: 0,
+        }
+    }
+
+    /// Closes the running pass; `io_wait` is the source's total wait so far.
+    fn next_pass(&mut self, io_wait: Duration) {
+        let now = Instant::now();
+        let waited = io_wait.saturating_sub(self.wait_at_start);
+        let compute = now
+            .saturating_duration_since(self.pass_start)
+            .saturating_sub(waited)
+            .as_secs_f64();
+        self.compute += Self::NEW * (compute - self.compute);
+        self.demand += Self::NEW * (self.demand_bytes as f64 - self.demand);
+        self.pass_start = now;
+        self.wait_at_start = io_wait;
+        self.demand_bytes = 0;
+        self.evicting_bytes = 0;
+    }
+
+    /// Share of predicted preloads used (a prior of one used, one missed).
+    fn precision(&self) -> f64 {
+        (self.used + 1) as f64 / (self.used + self.missed + 2) as f64
+    }
 }
 
 impl State {
@@ -276,18 +380,37 @@ impl State {
         let cur = self.current_layer;
         let dist = |l: usize| (l + n - cur) % n;
         let d_new = dist(layer);
+        let before = self.deferred.len();
+        // A prediction for the layer now running is superseded by its demand reads.
+        self.deferred.retain(|&(p, _)| dist(p) > d_new);
+        self.stats.dropped_preloads += (before - self.deferred.len()) as u64;
         for s in &mut self.slots {
             if let Some(p) = s.protected {
                 if dist(p) < d_new {
                     s.protected = None;
-                    if s.preloaded {
-                        s.preloaded = false;
-                        self.stats.wasted_preloads += 1;
+                    if std::mem::take(&mut s.predicted) {
+                        self.pace.missed += 1;
                     }
                 }
             }
         }
         self.current_layer = layer;
+        self.pace.next_pass(self.stats.io_wait);
+    }
+
+    /// Whether preloading `bytes` for a prediction may evict an expert: only while the device
+    /// has idle time in a layer pass for what such reads waste. A pass's demand reads plus the
+    /// expected waste of its evicting preloads (the share of predictions that miss) must take
+    /// less time, at the bandwidth measured so far, than the pass computes. When demand reads
+    /// already fill the device, a wrong preload delays the next demand read and costs a
+    /// re-read of what it evicted; into an empty slot a preload is always allowed.
+    fn eviction_pays(&self, bytes: u64) -> bool {
+        let bandwidth = self.stats.read_bandwidth();
+        if bandwidth <= 0.0 || self.pace.compute <= 0.0 {
+            return true; // nothing measured yet
+        }
+        let waste = (1.0 - self.pace.precision()) * (self.pace.evicting_bytes + bytes) as f64;
+        (self.pace.demand + waste) / bandwidth < self.pace.compute
     }
 
     fn touch(&mut self, key: usize) {
@@ -307,7 +430,11 @@ impl State {
         if s.preloaded {
             self.stats.wasted_preloads += 1;
         }
+        if s.predicted {
+            self.pace.missed += 1;
+        }
         s.preloaded = false;
+        s.predicted = false;
         s.demanded = false;
         s.protected = None;
         s.phase = Phase::Empty;
@@ -317,10 +444,7 @@ impl State {
     /// A slot for a new expert: a free one, else the policy's victim among loaded unpinned
     /// slots, preferring unprotected ones. Prefetches never evict protected experts.
     fn allocate(&mut self, for_prefetch: bool) -> Option<usize> {
-        let free = (0..self.active)
-            .find(|&i| self.slots[i].phase == Phase::Empty && self.slots[i].pins == 0);
-        if let Some(i) = free {
-            self.slots[i].error = None;
+        if let Some(i) = self.free_slot() {
             return Some(i);
         }
         let cx = PolicyContext {
@@ -348,6 +472,28 @@ impl State {
         let victim = pick(false).or_else(|| (!for_prefetch).then(|| pick(true)).flatten())?;
         self.evict(victim);
         Some(victim)
+    }
+
+    /// Whether a speculative read of `bytes` may start: within the cap on speculative bytes in
+    /// flight, or the first one.
+    fn has_room(&self, bytes: u64) -> bool {
+        self.speculative_slots == 0
+            || (self.speculative_slots < self.speculative_slot_cap
+                && self.speculative_inflight + bytes <= self.speculative_cap)
+    }
+
+    fn start_speculative(&mut self, slot: usize, bytes: u64) {
+        self.slots[slot].speculative = bytes;
+        self.speculative_slots += 1;
+        self.speculative_inflight += bytes;
+    }
+
+    /// An empty slot, if any (taking it evicts nothing).
+    fn free_slot(&mut self) -> Option<usize> {
+        let i = (0..self.active)
+            .find(|&i| self.slots[i].phase == Phase::Empty && self.slots[i].pins == 0)?;
+        self.slots[i].error = None;
+        Some(i)
     }
 
     /// Marks `slot` as loading `key` and returns the reads to submit.
@@ -411,8 +557,10 @@ impl State {
             Ok(()) => {
                 self.stats.reads += 1;
                 self.stats.bytes_read += len as u64;
+                self.fill_paused = false;
             }
             Err(e) => {
+                self.fill_paused = true;
                 // A cancelled read is marked `Interrupted`, which `get` retries.
                 let failure = if backend::is_cancelled(&e) {
                     self.stats.cancelled_reads += 1;
@@ -431,6 +579,14 @@ impl State {
             return;
         }
         s.pins -= 1;
+        if std::mem::take(&mut s.urgent) {
+            self.demand_inflight -= 1;
+        }
+        let speculative = std::mem::take(&mut s.speculative);
+        if speculative > 0 {
+            self.speculative_slots -= 1;
+            self.speculative_inflight -= speculative;
+        }
         if let Some(f) = s.failed.take() {
             // The cache stays consistent: the expert is not loaded, the slot is free again
             // (once waiters have seen the error).
@@ -440,6 +596,7 @@ impl State {
             s.phase = Phase::Empty;
             s.protected = None;
             s.preloaded = false;
+            s.predicted = false;
             s.demanded = false;
             s.error = Some(f);
         } else {
@@ -623,6 +780,9 @@ impl StreamedExperts {
                     protected: None,
                     preloaded: false,
                     demanded: false,
+                    urgent: false,
+                    speculative: 0,
+                    predicted: false,
                 })
                 .collect(),
             map: vec![NONE; plans.len()],
@@ -640,6 +800,17 @@ impl StreamedExperts {
             stats: StreamStats::default(),
             busy_since: None,
             scratch: Vec::new(),
+            fill_ahead: cfg.fill_ahead && backend.is_async(),
+            fill_paused: false,
+            starved: 0,
+            speculative_slots: 0,
+            speculative_inflight: 0,
+            speculative_slot_cap: (cfg.queue_depth / 2).max(1),
+            speculative_cap: SPECULATIVE_INFLIGHT_BYTES,
+            demand_inflight: 0,
+            budget_aware_preloads: cfg.budget_aware_preloads,
+            deferred: Vec::new(),
+            pace: Pace::new(),
         };
         Ok(StreamedExperts {
             path: path.to_path_buf(),
@@ -824,17 +995,122 @@ impl StreamedExperts {
         }
     }
 
-    /// Blocks (holding no cache lock) until read `tag` completes, then records it.
+    /// Blocks (holding no cache lock) until read `tag` completes, then records it. Reads that
+    /// finish meanwhile are recorded as they come, and the speculative reads they make room
+    /// for are started, so the device stays busy while the forward pass waits.
     fn wait_tag(&self, tag: u64) {
         let _io = self.io.lock();
         if !self.state.lock().tags.contains_key(&tag) {
             return; // consumed by another thread meanwhile
         }
         let t0 = Instant::now();
-        let result = self.backend.wait(tag);
-        let mut st = self.state.lock();
-        st.stats.io_wait += t0.elapsed();
-        st.complete(tag, result);
+        loop {
+            let finished = self.backend.wait_progress(tag);
+            let mut st = self.state.lock();
+            if let Some(result) = finished {
+                st.complete(tag, result);
+            }
+            let mut done = std::mem::take(&mut st.scratch);
+            self.backend.reap(&mut done);
+            for c in done.drain(..) {
+                st.complete(c.tag, c.result);
+            }
+            st.scratch = done;
+            self.speculate(&mut st);
+            if !st.tags.contains_key(&tag) {
+                st.stats.io_wait += t0.elapsed();
+                return;
+            }
+        }
+    }
+
+    /// Starts the speculative reads allowed now, within the cap on speculative bytes in
+    /// flight: predicted preloads in the order predicted (one that needs an eviction waits
+    /// while demand reads are in flight, see [`StreamConfig::budget_aware_preloads`]), then
+    /// fill-ahead reads into empty slots.
+    fn speculate(&self, st: &mut State) {
+        if st.starved > 0 {
+            return;
+        }
+        let mut reqs = Vec::new();
+        let mut waiting = Vec::new();
+        for (layer, key) in std::mem::take(&mut st.deferred) {
+            if let Some(s) = st.lookup(key) {
+                st.slots[s].protected = Some(layer);
+                continue;
+            }
+            let bytes = self.plans[key].slot_bytes();
+            if st.budget_aware_preloads && !st.has_room(bytes) {
+                waiting.push((layer, key));
+                continue;
+            }
+            let slot = match st.free_slot() {
+                Some(s) => Some(s),
+                None if st.budget_aware_preloads && st.demand_inflight > 0 => {
+                    waiting.push((layer, key));
+                    continue;
+                }
+                None => self.evict_for_preload(st, key),
+            };
+            if let Some(s) = slot {
+                self.count_read(st, key);
+                reqs.extend(st.start_load(s, key, &self.plans[key]));
+                let slot = &mut st.slots[s];
+                slot.protected = Some(layer);
+                slot.preloaded = true;
+                slot.predicted = true;
+                st.stats.preloads += 1;
+                st.start_speculative(s, bytes);
+            }
+        }
+        st.deferred = waiting;
+        self.fill_free_slots(st, &mut reqs);
+        if !reqs.is_empty() {
+            self.backend.submit(&reqs);
+        }
+    }
+
+    /// Fill-ahead: while slots are empty and fewer than the limit of fill reads are in flight,
+    /// reads the experts not cached, in the order the forward pass is likely to want them: each
+    /// layer's most used one first, for every layer in forward order from the one after the
+    /// running layer, then each layer's second, and so on.
+    fn fill_free_slots(&self, st: &mut State, reqs: &mut Vec<ReadRequest>) {
+        if !st.fill_ahead || st.fill_paused || !st.has_room(self.slot_bytes()) {
+            return;
+        }
+        let free: Vec<usize> = (0..st.active)
+            .filter(|&i| st.slots[i].phase == Phase::Empty && st.slots[i].pins == 0)
+            .collect();
+        if free.is_empty() {
+            return;
+        }
+        let (n, ne) = (st.n_layers.max(1), st.n_experts);
+        let has_low = st.map.len() > st.n_keys;
+        // Not cached at either precision: loading the high copy drops a cached low one,
+        // an eviction.
+        let absent = |k: usize| st.map[k] == NONE && !(has_low && st.map[k + st.n_keys] != NONE);
+        let mut candidates = Vec::new();
+        for d in 1..=n {
+            let layer = (st.current_layer + d) % n;
+            let mut keys: Vec<usize> = (layer * ne..(layer + 1) * ne)
+                .filter(|&k| absent(k))
+                .collect();
+            keys.sort_by_key(|&k| std::cmp::Reverse(st.info[k].freq));
+            candidates.extend(keys.into_iter().enumerate().map(|(rank, k)| (rank, d, k)));
+        }
+        candidates.sort_unstable();
+        for (slot, (_, _, key)) in free.into_iter().zip(candidates) {
+            let bytes = self.plans[key].slot_bytes();
+            if !st.has_room(bytes) {
+                break;
+            }
+            st.slots[slot].error = None;
+            reqs.extend(st.start_load(slot, key, &self.plans[key]));
+            st.slots[slot].preloaded = true;
+            st.stats.preloads += 1;
+            st.stats.fill_reads += 1;
+            st.start_speculative(slot, bytes);
+        }
     }
 
     fn view(&self, slot: usize, key: usize) -> Result<ExpertView<'_>> {
@@ -923,15 +1199,20 @@ impl ExpertSource for StreamedExperts {
                         self.count_read(&mut st, key);
                         let reqs = st.start_load(s, key, &self.plans[key]);
                         st.slots[s].pins += 1;
+                        st.slots[s].urgent = true;
+                        st.demand_inflight += 1;
+                        st.pace.demand_bytes += self.plans[key].slot_bytes();
                         held = Some(s);
                         // Submitted under the lock so no thread can wait for a tag that the
                         // backend has not seen yet.
-                        self.backend.submit(&reqs);
+                        self.backend.submit_first(&reqs);
                         s
                     } else if let Some(&tag) = st.tags.keys().next() {
                         // Every slot is pinned, some by reads in flight: wait for one.
+                        st.starved += 1;
                         drop(st);
                         self.wait_tag(tag);
+                        self.state.lock().starved -= 1;
                         if cancel.load(Ordering::SeqCst) {
                             return Err(Error::Cancelled);
                         }
@@ -944,11 +1225,16 @@ impl ExpertSource for StreamedExperts {
                     }
                 }
             };
+            // Our slot is secured: speculative reads may take what is left.
+            self.speculate(&mut st);
             let s = &mut st.slots[slot];
             match s.phase {
                 Phase::Ready if s.key == Some(key) => {
                     s.preloaded = false;
                     s.protected = None;
+                    if std::mem::take(&mut s.predicted) {
+                        st.pace.used += 1;
+                    }
                     st.touch(key);
                     drop(st);
                     return self.view(slot, key);
@@ -1018,7 +1304,10 @@ impl ExpertSource for StreamedExperts {
 impl Drop for StreamedExperts {
     /// Lets reads in flight finish before the pool can go away.
     fn drop(&mut self) {
-        let tags: Vec<u64> = self.state.get_mut().tags.keys().copied().collect();
+        let st = self.state.get_mut();
+        st.fill_ahead = false;
+        st.deferred.clear();
+        let tags: Vec<u64> = st.tags.keys().copied().collect();
         for t in tags {
             self.wait_tag(t);
         }
@@ -1102,22 +1391,47 @@ impl StreamedExperts {
                 st.slots[s].protected = Some(layer);
                 continue;
             }
-            let Some(s) = st.allocate(!demand) else {
+            if !demand {
+                // Started by `speculate` below, as room allows.
+                st.deferred.push((layer, key));
+                continue;
+            }
+            let Some(s) = st.allocate(false) else {
                 break;
             };
             self.count_read(&mut st, key);
             reqs.extend(st.start_load(s, key, &self.plans[key]));
-            st.slots[s].protected = Some(layer);
-            if demand {
-                st.slots[s].demanded = true;
-            } else {
-                st.slots[s].preloaded = true;
-                st.stats.preloads += 1;
-            }
+            let slot = &mut st.slots[s];
+            slot.protected = Some(layer);
+            slot.demanded = true;
+            slot.urgent = true;
+            st.demand_inflight += 1;
+            st.pace.demand_bytes += self.plans[key].slot_bytes();
         }
         if !reqs.is_empty() {
-            self.backend.submit(&reqs);
+            if demand {
+                self.backend.submit_first(&reqs);
+            } else {
+                self.backend.submit(&reqs);
+            }
         }
+        self.speculate(&mut st);
+    }
+
+    /// Evicts the policy's victim among unprotected experts to preload `key`, when that pays
+    /// ([`State::eviction_pays`]); `None`: the prediction is dropped.
+    fn evict_for_preload(&self, st: &mut State, key: usize) -> Option<usize> {
+        let bytes = self.plans[key].slot_bytes();
+        let slot = if !st.budget_aware_preloads || st.eviction_pays(bytes) {
+            st.allocate(true)
+        } else {
+            None
+        };
+        match slot {
+            Some(_) => st.pace.evicting_bytes += bytes,
+            None => st.stats.dropped_preloads += 1,
+        }
+        slot
     }
 
     /// A boxed source for [`crate::engine::Model::from_parts`] that shares this one.

@@ -114,12 +114,25 @@ impl Backend for PreadBackend {
         }
     }
 
+    fn submit_first(&self, reqs: &[ReadRequest]) {
+        let mut q = self.shared.queue.lock();
+        for r in reqs.iter().rev() {
+            q.pending.push_front(*r);
+        }
+        drop(q);
+        self.shared.cond.notify_all();
+    }
+
     fn reap(&self, out: &mut Vec<Completion>) {
         self.shared.done.drain(out);
     }
 
     fn wait(&self, tag: u64) -> io::Result<()> {
         self.shared.done.wait(tag)
+    }
+
+    fn wait_progress(&self, tag: u64) -> Option<io::Result<()>> {
+        self.shared.done.wait_progress(tag)
     }
 
     fn cancel(&self, tags: &[u64]) {

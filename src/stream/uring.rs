@@ -232,22 +232,11 @@ impl Backend for UringBackend {
     }
 
     fn submit(&self, reqs: &[ReadRequest]) {
-        let fd = self.target.file.as_raw_fd();
-        let mut ring = self.ring.lock();
-        for r in reqs {
-            match self.target.check(r) {
-                Ok((dst, need)) => ring.pending.push_back(Op {
-                    req: *r,
-                    dst: dst as usize,
-                    need,
-                    done: 0,
-                }),
-                Err(e) => {
-                    ring.done.insert(r.tag, Err(e));
-                }
-            }
-        }
-        ring.pump(fd);
+        self.enqueue(reqs, false);
+    }
+
+    fn submit_first(&self, reqs: &[ReadRequest]) {
+        self.enqueue(reqs, true);
     }
 
     fn reap(&self, out: &mut Vec<Completion>) {
@@ -262,28 +251,15 @@ impl Backend for UringBackend {
     }
 
     fn wait(&self, tag: u64) -> io::Result<()> {
-        let fd = self.target.file.as_raw_fd();
-        let mut ring = self.ring.lock();
         loop {
-            if let Some(r) = ring.done.remove(&tag) {
+            if let Some(r) = self.wait_for(tag, false) {
                 return r;
-            }
-            ring.drain(fd);
-            if let Some(r) = ring.done.remove(&tag) {
-                return r;
-            }
-            if !ring.inflight.contains_key(&tag) && !ring.pending.iter().any(|o| o.req.tag == tag) {
-                return Err(io::Error::other(format!(
-                    "request {tag} was never submitted"
-                )));
-            }
-            match ring.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) => return Err(e),
             }
         }
+    }
+
+    fn wait_progress(&self, tag: u64) -> Option<io::Result<()>> {
+        self.wait_for(tag, true)
     }
 
     fn resize(&self, active: usize) {
@@ -337,6 +313,64 @@ impl Backend for UringBackend {
 impl UringBackend {
     /// The user_data of cancel requests; never a read's tag (tags count up from 1).
     const CANCEL_TAG: u64 = u64::MAX - 1;
+
+    /// Queues requests behind (or, `first`, ahead of) those waiting for room in the ring.
+    fn enqueue(&self, reqs: &[ReadRequest], first: bool) {
+        let fd = self.target.file.as_raw_fd();
+        let mut ring = self.ring.lock();
+        let mut ops = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            match self.target.check(r) {
+                Ok((dst, need)) => ops.push(Op {
+                    req: *r,
+                    dst: dst as usize,
+                    need,
+                    done: 0,
+                }),
+                Err(e) => {
+                    ring.done.insert(r.tag, Err(e));
+                }
+            }
+        }
+        if first {
+            for op in ops.into_iter().rev() {
+                ring.pending.push_front(op);
+            }
+        } else {
+            ring.pending.extend(ops);
+        }
+        ring.pump(fd);
+    }
+
+    /// Blocks until `tag` completes (`Some`) or, with `progress`, until another completion is
+    /// ready for `reap` (`None`).
+    fn wait_for(&self, tag: u64, progress: bool) -> Option<io::Result<()>> {
+        let fd = self.target.file.as_raw_fd();
+        let mut ring = self.ring.lock();
+        loop {
+            if let Some(r) = ring.done.remove(&tag) {
+                return Some(r);
+            }
+            ring.drain(fd);
+            if let Some(r) = ring.done.remove(&tag) {
+                return Some(r);
+            }
+            if progress && !ring.done.is_empty() {
+                return None;
+            }
+            if !ring.inflight.contains_key(&tag) && !ring.pending.iter().any(|o| o.req.tag == tag) {
+                return Some(Err(io::Error::other(format!(
+                    "request {tag} was never submitted"
+                ))));
+            }
+            match ring.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
 }
 
 impl Drop for UringBackend {

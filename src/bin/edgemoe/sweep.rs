@@ -25,6 +25,9 @@ pub struct SweepPlan {
     /// Depth and preload count of the predictors.
     pub prediction: PredictionOptions,
     pub policy: PolicyKind,
+    /// See [`LoadOptions::fill_ahead`] and [`LoadOptions::budget_aware_preloads`].
+    pub fill_ahead: bool,
+    pub budget_aware_preloads: bool,
     pub threads: usize,
     /// Tokens decoded per run.
     pub n_gen: usize,
@@ -50,6 +53,10 @@ struct Run {
     misses: u64,
     preloads: u64,
     wasted_preloads: u64,
+    /// Of `preloads`, fill-ahead reads into empty slots.
+    fill_reads: u64,
+    /// Predictions not preloaded (not worth an eviction, or their layer came first).
+    dropped_preloads: u64,
     bytes_read_per_token: f64,
     /// Bytes the used experts needed that were not already cached (demand misses and useful
     /// preloads): what any engine with this cache content has to read.
@@ -68,6 +75,8 @@ struct Report {
     threads: usize,
     kernel: String,
     policy: String,
+    fill_ahead: bool,
+    budget_aware_preloads: bool,
     expert_bytes: u64,
     resident_ms_per_token: f64,
     raw_read_bandwidth: f64,
@@ -133,6 +142,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                         context_length: Some(ctx),
                         policy: plan.policy,
                         prediction,
+                        fill_ahead: plan.fill_ahead,
+                        budget_aware_preloads: plan.budget_aware_preloads,
                         ..Default::default()
                     },
                 ) {
@@ -171,6 +182,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                     misses: s.misses,
                     preloads: s.preloads,
                     wasted_preloads: s.wasted_preloads,
+                    fill_reads: s.fill_reads,
+                    dropped_preloads: s.dropped_preloads,
                     bytes_read_per_token: s.bytes_read as f64 / n,
                     needed_bytes_per_token: needed,
                     read_bandwidth: s.read_bandwidth(),
@@ -188,6 +201,8 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
         threads: plan.threads,
         kernel,
         policy: format!("{:?}", plan.policy).to_lowercase(),
+        fill_ahead: plan.fill_ahead,
+        budget_aware_preloads: plan.budget_aware_preloads,
         expert_bytes: pf.expert_bytes,
         resident_ms_per_token: resident_ms,
         raw_read_bandwidth: raw_bw,
@@ -275,11 +290,13 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
         .map(|_| "---|")
         .collect::<String>();
     let mut md = format!(
-        "{}: {} threads, {} kernels, {} policy; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 16 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
+        "{}: {} threads, {} kernels, {} policy, fill-ahead {}, budget-aware preloads {}; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (4 MiB reads, 16 in flight) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
         report.model,
         report.threads,
         report.kernel,
         report.policy,
+        on_off(report.fill_ahead),
+        on_off(report.budget_aware_preloads),
         report.expert_bytes >> 20,
         report.resident_ms_per_token,
         report.raw_read_bandwidth / (1 << 20) as f64,
@@ -291,4 +308,12 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
     }
     println!("{md}");
     write("sweep.md", md)
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
 }
