@@ -8,9 +8,11 @@
 //!
 //! Integer products use VNNI: `vpdpbusd` (unsigned bytes times signed bytes, summed in fours
 //! into i32 without saturation) for the 32-element formats, `vpmaddubsw` + `vpdpwssd` (16-bit
-//! products times the sub-block scales, accumulated in i32) for the K-quants. The K-quant kernels form the exact integer sum of each
-//! super-block and apply the scales in the same order as `dot.rs`, so they are bit-identical
-//! to the scalar kernels; the float and legacy kernels differ from them by summation order.
+//! products times the sub-block scales, accumulated in i32) for the K-quants. Each block's
+//! integer sums are exact; they are scaled into float lanes and summed horizontally once per
+//! row, so results differ from the scalar kernels by float summation order only. The `_tile`
+//! forms take several activations per weight row (prompts) and give each the same operations
+//! as a single call: bit-identical whatever the batch.
 
 use std::arch::x86_64::*;
 

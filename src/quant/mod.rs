@@ -15,9 +15,10 @@
 //! `EDGEMOE_FORCE_SCALAR=1` forces the portable scalar code, `EDGEMOE_FORCE_AVX2=1`
 //! caps x86_64 at AVX2 and `EDGEMOE_FORCE_NEON=1` caps aarch64 at base NEON
 //! (no dotprod). Results are deterministic: the same inputs give the same bits
-//! on a given machine whatever thread computes them. The K-quant SIMD kernels
-//! give exactly the scalar result (integer sums per super-block); the float and
-//! legacy-format kernels differ from the scalar ones only in summation order.
+//! on a given machine whatever thread computes them, and whether a row is
+//! multiplied by one activation or by four at once ([`matmat`]). SIMD kernels
+//! form exact integer sums per block and differ from the scalar ones only in
+//! float summation order.
 
 mod dot;
 mod reference;
