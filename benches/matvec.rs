@@ -4,13 +4,18 @@
 //! ```sh
 //! cargo bench --bench matvec                 # a few minutes
 //! cargo bench --bench matvec -- q4_k         # one type
+//! cargo bench --bench matvec -- matmat       # prompt products (64 tokens at once)
 //! ```
+//!
+//! `matmat/*` multiplies each matrix by 64 vectors (a prompt's tokens routed to one expert) and
+//! reports elements per second as tokens x weight bytes, so its figure compares with `matvec`'s
+//! GB/s: how much faster a weight byte is used when it serves many tokens.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use edgemoe::tensor::ops::{matvec, MatvecScratch};
+use edgemoe::tensor::ops::{matmat, matvec, MatvecScratch};
 use edgemoe::tensor::{GgmlType, MatrixRef, ThreadPool};
 
 const TYPES: [GgmlType; 8] = [
@@ -80,6 +85,37 @@ fn bench_matvec(c: &mut Criterion) {
     }
 }
 
+/// Tokens per batched product: the prompt tokens an expert gets in a 512-token prompt of an
+/// 8-expert top-2 model, and the engine's FFN group size.
+const BATCH: usize = 64;
+
+fn bench_matmat(c: &mut Criterion) {
+    let all = edgemoe::tensor::pool::default_threads();
+    let mut counts = vec![1];
+    if all > 1 {
+        counts.push(all);
+    }
+    for ty in [GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+        let mut g = c.benchmark_group(format!("matmat/{ty}"));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1));
+        for (rows, cols) in [(2048, 1024), (1024, 2048)] {
+            let data = matrix(ty, rows, cols);
+            let m = MatrixRef::new(ty, rows, cols, &data).unwrap();
+            let xs = values(BATCH * cols, 5);
+            let mut out = vec![0f32; BATCH * rows];
+            g.throughput(Throughput::Bytes((data.len() * BATCH) as u64));
+            for &threads in &counts {
+                let mut s = MatvecScratch::with_pool(Arc::new(ThreadPool::new(threads)));
+                let id = BenchmarkId::new(format!("{rows}x{cols}x{BATCH}"), format!("{threads}t"));
+                g.bench_function(id, |b| b.iter(|| matmat(m, &xs, BATCH, &mut out, &mut s)));
+            }
+        }
+        g.finish();
+    }
+}
+
 /// Reads a 1 GiB buffer (sum of u64 words, 4 independent sums): the memory bandwidth the
 /// kernels can at best reach on weights that are not in cache.
 fn bench_stream(c: &mut Criterion) {
@@ -104,5 +140,5 @@ fn bench_stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_stream, bench_matvec);
+criterion_group!(benches, bench_stream, bench_matvec, bench_matmat);
 criterion_main!(benches);
