@@ -68,7 +68,6 @@ struct Scratch {
     v: Vec<f32>,
     attn: Vec<f32>,
     proj: Vec<f32>,
-    scores: Vec<f32>,
     expert_out: Vec<f32>,
     /// Inputs of the tokens routed to one expert, gathered for a batched product.
     gathered: Vec<f32>,
@@ -86,8 +85,9 @@ struct Scratch {
     /// `(token, slot)` pairs routed to the expert being computed.
     assigned: Vec<(usize, usize)>,
     predicted_set: Vec<usize>,
-    /// Attention scores of each kernel thread (index as the pool numbers them).
-    thread_scores: Vec<parking_lot::Mutex<Vec<f32>>>,
+    /// Attention scores of each kernel thread (index as the pool numbers them; 0 when
+    /// attention runs on the calling thread alone).
+    scores: Vec<parking_lot::Mutex<Vec<f32>>>,
     matvec: MatvecScratch,
 }
 
@@ -524,20 +524,21 @@ impl Session {
         let attn = grow(&mut s.attn, n * q_dim);
         // Multiply-adds of the scores and the weighted sum.
         let work = n * (position + n) * q_dim;
+        let threads = s.matvec.threads();
+        if s.scores.len() < threads {
+            s.scores.resize_with(threads, Default::default);
+        }
+        let scores = &s.scores;
         match s.matvec.pool() {
-            Some(pool) if pool.threads() > 1 && work >= PARALLEL_ATTENTION_WORK => {
-                if s.thread_scores.len() < pool.threads() {
-                    s.thread_scores
-                        .resize_with(pool.threads(), Default::default);
-                }
-                let thread_scores = &s.thread_scores;
+            Some(pool) if threads > 1 && work >= PARALLEL_ATTENTION_WORK => {
                 pool.for_each_chunk_on_thread(attn, hd, &|thread, offset, out| {
-                    head_attention(&mut thread_scores[thread].lock(), offset / hd, out)
+                    head_attention(&mut scores[thread].lock(), offset / hd, out)
                 });
             }
             _ => {
+                let mut scores = scores[0].lock();
                 for (item, out) in attn.chunks_exact_mut(hd).enumerate() {
-                    head_attention(&mut s.scores, item, out);
+                    head_attention(&mut scores, item, out);
                 }
             }
         }

@@ -35,24 +35,14 @@ pub(crate) fn kernel(weight_type: GgmlType) -> DotFn {
 // f32 vectors (attention)
 // ---------------------------------------------------------------------------
 
-/// `a · b` with 8 per-lane accumulators combined pairwise, then the tail: an order that maps
-/// onto 8-wide vectors without reassociation, so a copy compiled for AVX2 gives the same bits.
+/// `a · b` in [`lanes_dot`]'s order (8 per-lane accumulators combined pairwise, then the
+/// tail), which maps onto 8-wide vectors without reassociation, so a copy compiled for AVX2
+/// gives the same bits.
 #[inline(always)]
 pub(crate) fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    let tail = n / 8 * 8;
-    for (x, y) in a[tail..].iter().zip(&b[tail..]) {
-        s += x * y;
-    }
-    s
+    let b = &b[..n];
+    lanes_dot(n, &a[..n], |i| b[i])
 }
 
 /// `y += alpha * x`, element by element.
