@@ -510,15 +510,30 @@ impl Session {
             let kvh = head / group;
             let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
             let scores = grow(scores, pos + 1);
-            for (j, sc) in scores.iter_mut().enumerate() {
-                let kj = &cache.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                *sc = ops::dot(qh, kj) * scale;
+            let key = |j: usize| &cache.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+            let value = |j: usize| &cache.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+            // Four positions per call: the same bits as one at a time, with the four
+            // accumulation chains overlapping.
+            let done = scores.len() / 4 * 4;
+            for (i, sc) in scores[..done].chunks_exact_mut(4).enumerate() {
+                let j = 4 * i;
+                let d = ops::dot4(qh, [key(j), key(j + 1), key(j + 2), key(j + 3)]);
+                for (s, d) in sc.iter_mut().zip(d) {
+                    *s = d * scale;
+                }
+            }
+            for (j, sc) in scores.iter_mut().enumerate().skip(done) {
+                *sc = ops::dot(qh, key(j)) * scale;
             }
             ops::softmax(scores);
             out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let vj = &cache.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                ops::axpy(p, vj, out);
+            for (i, p) in scores[..done].chunks_exact(4).enumerate() {
+                let j = 4 * i;
+                let vs = [value(j), value(j + 1), value(j + 2), value(j + 3)];
+                ops::axpy4([p[0], p[1], p[2], p[3]], vs, out);
+            }
+            for (j, &p) in scores.iter().enumerate().skip(done) {
+                ops::axpy(p, value(j), out);
             }
         };
         let attn = grow(&mut s.attn, n * q_dim);

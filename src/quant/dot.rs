@@ -45,6 +45,58 @@ pub(crate) fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
     lanes_dot(n, &a[..n], |i| b[i])
 }
 
+/// `a · b[i]` for four vectors, each summed exactly as [`f32_dot`] sums it (the same bits),
+/// interleaved so that the four accumulation chains overlap instead of waiting on each other.
+#[inline(always)]
+pub(crate) fn f32_dot4(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
+    let n = a.len();
+    if bs.iter().any(|b| b.len() != n) {
+        return bs.map(|b| f32_dot(a, b));
+    }
+    let full = n / LANES * LANES;
+    let mut acc = [[0f32; LANES]; 4];
+    for (i, x) in a[..full].chunks_exact(LANES).enumerate() {
+        for (acc, b) in acc.iter_mut().zip(bs) {
+            let w = &b[i * LANES..(i + 1) * LANES];
+            for k in 0..LANES {
+                acc[k] += w[k] * x[k];
+            }
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, acc), b) in out.iter_mut().zip(&acc).zip(bs) {
+        let mut tail = 0f32;
+        for j in full..n {
+            tail += b[j] * a[j];
+        }
+        let s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        *o = s + tail;
+    }
+    out
+}
+
+/// `y += alpha[i] * x[i]` for i = 0..4 in turn, element by element: the same bits as four
+/// [`f32_axpy`] calls, with `y` loaded and stored once instead of four times.
+#[inline(always)]
+pub(crate) fn f32_axpy4(alpha: [f32; 4], xs: [&[f32]; 4], y: &mut [f32]) {
+    let n = y.len();
+    if xs.iter().any(|x| x.len() < n) {
+        for (a, x) in alpha.into_iter().zip(xs) {
+            f32_axpy(a, x, y);
+        }
+        return;
+    }
+    let (x0, x1, x2, x3) = (&xs[0][..n], &xs[1][..n], &xs[2][..n], &xs[3][..n]);
+    for i in 0..n {
+        let mut v = y[i];
+        v += alpha[0] * x0[i];
+        v += alpha[1] * x1[i];
+        v += alpha[2] * x2[i];
+        v += alpha[3] * x3[i];
+        y[i] = v;
+    }
+}
+
 /// `y += alpha * x`, element by element.
 #[inline(always)]
 pub(crate) fn f32_axpy(alpha: f32, x: &[f32], y: &mut [f32]) {

@@ -504,6 +504,26 @@ pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
     dot::f32_axpy(alpha, x, y)
 }
 
+/// [`dot_f32`] of `a` with four vectors: the same bits as four calls, faster.
+pub fn dot4_f32(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if level() != Level::Scalar {
+        // SAFETY: as in `dot_f32`.
+        return unsafe { x86::f32_dot4(a, bs) };
+    }
+    dot::f32_dot4(a, bs)
+}
+
+/// [`axpy_f32`] of four vectors in turn: the same bits as four calls, faster.
+pub fn axpy4_f32(alpha: [f32; 4], xs: [&[f32]; 4], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level() != Level::Scalar {
+        // SAFETY: as in `dot_f32`.
+        return unsafe { x86::f32_axpy4(alpha, xs, y) };
+    }
+    dot::f32_axpy4(alpha, xs, y)
+}
+
 /// `out[r] = dot(row r, act)` for `rows` rows of `weight_type` laid out back
 /// to back in `weights` (`rows * row_bytes` bytes). `out` must hold at least
 /// `rows` values. Bad shapes are a caller bug (debug assertion); release
@@ -546,17 +566,48 @@ pub fn matvec(
     }
 }
 
-/// `out[r * acts.len() + t] = dot(row r, acts[t])` for `rows` rows of `weight_type` laid out
-/// back to back in `weights`: one matrix times several prepared vectors, each row read once
-/// for all of them. Every value is computed by the same kernel as [`matvec`] computes it, so
-/// the results are bit-identical to one `matvec` per vector. Bad shapes are a caller bug
-/// (debug assertion); release builds then fill `out` with NaN.
+/// Where [`matmat`] puts its products: `dot(row r, acts[t])` for the rows and vectors of one
+/// call, rows counted from the call's first row.
+pub trait ProductSink {
+    /// Whether `rows x vectors` products fit.
+    fn holds(&self, rows: usize, vectors: usize) -> bool;
+    /// Stores the product of row `row` and vector `vector`.
+    fn put(&mut self, row: usize, vector: usize, value: f32);
+}
+
+/// Products stored vector-major: `out[t * rows + r]`, one output vector after another (what
+/// a batch of matrix-vector products gives).
+pub struct VectorMajor<'a> {
+    pub out: &'a mut [f32],
+    pub rows: usize,
+}
+
+impl ProductSink for VectorMajor<'_> {
+    fn holds(&self, rows: usize, vectors: usize) -> bool {
+        rows <= self.rows
+            && self
+                .rows
+                .checked_mul(vectors)
+                .is_some_and(|n| n <= self.out.len())
+    }
+
+    #[inline]
+    fn put(&mut self, row: usize, vector: usize, value: f32) {
+        self.out[vector * self.rows + row] = value;
+    }
+}
+
+/// `dot(row r, acts[t])` for `rows` rows of `weight_type` laid out back to back in `weights`,
+/// into `out`: one matrix times several prepared vectors, each row read once for all of them.
+/// Every value is computed by the same kernel as [`matvec`] computes it, so the results are
+/// bit-identical to one `matvec` per vector. Bad shapes are a caller bug (debug assertion);
+/// release builds then store NaN.
 pub fn matmat(
     weight_type: GgmlType,
     weights: &[u8],
     rows: usize,
     acts: &[Activation],
-    out: &mut [f32],
+    out: &mut impl ProductSink,
 ) {
     let n = acts.len();
     let Some(first) = acts.first() else {
@@ -564,25 +615,34 @@ pub fn matmat(
     };
     let bl = weight_type.block_len();
     let rb = first.n / bl * weight_type.block_bytes();
+    let fill = |out: &mut dyn FnMut(usize, usize), rows: usize| {
+        for t in 0..n {
+            for r in 0..rows {
+                out(r, t);
+            }
+        }
+    };
+    if !out.holds(rows, n) {
+        debug_assert!(false, "matmat: output too small for {rows} x {n}");
+        return;
+    }
     let ok = acts
         .iter()
         .all(|a| a.kind == vec_dot_type(weight_type) && a.n == first.n)
         && first.n % bl == 0
-        && rows.checked_mul(rb) == Some(weights.len())
-        && rows.checked_mul(n).is_some_and(|len| out.len() >= len);
+        && rows.checked_mul(rb) == Some(weights.len());
     if !ok {
         debug_assert!(
             false,
-            "matmat: {} x {rows} rows in {} bytes, {n} activations, out {}",
+            "matmat: {} x {rows} rows in {} bytes, {n} activations",
             weight_type,
             weights.len(),
-            out.len()
         );
-        out.fill(f32::NAN);
+        fill(&mut |r, t| out.put(r, t, f32::NAN), rows);
         return;
     }
     if rb == 0 {
-        out[..rows * n].fill(0.0);
+        fill(&mut |r, t| out.put(r, t, 0.0), rows);
         return;
     }
     let f = kernel(weight_type, level());
@@ -602,7 +662,9 @@ pub fn matmat(
                     // SAFETY: every row is exactly `rb` bytes, which matches every activation
                     // (checked above); the kernel's instruction set was detected by `level()`.
                     let v = unsafe { f4(row, &quad) };
-                    out[r * n + t0..r * n + t0 + 4].copy_from_slice(&v);
+                    for (i, v) in v.into_iter().enumerate() {
+                        out.put(r, t0 + i, v);
+                    }
                 }
                 t0 += 4;
             }
@@ -610,7 +672,7 @@ pub fn matmat(
         for (t, act) in acts.iter().enumerate().skip(t0) {
             for (r, row) in (r0..r1).zip(block.chunks_exact(rb)) {
                 // SAFETY: as above.
-                out[r * n + t] = unsafe { f(row, act) };
+                out.put(r, t, unsafe { f(row, act) });
             }
         }
     }

@@ -324,6 +324,7 @@ fn packed_k4_scales_equal_bytewise_unpacking() {
 
 #[test]
 fn f32_dot_and_axpy_give_the_scalar_bits_at_every_level() {
+    let want_dot = super::dot::f32_dot;
     let mut rng = Rng(0xD07);
     for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 300] {
         let a = rng.gauss_vec(n, 1.0);
@@ -336,5 +337,24 @@ fn f32_dot_and_axpy_give_the_scalar_bits_at_every_level() {
         axpy_f32(0.37, &a, &mut y);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&y), bits(&y_scalar), "axpy n={n}");
+        // Four at a time: the same bits as one at a time.
+        let bs: Vec<Vec<f32>> = (0..4).map(|_| rng.gauss_vec(n, 2.0)).collect();
+        let quad = [&bs[0][..], &bs[1][..], &bs[2][..], &bs[3][..]];
+        let four = dot4_f32(&a, quad);
+        for (i, b) in bs.iter().enumerate() {
+            assert_eq!(
+                four[i].to_bits(),
+                want_dot(&a, b).to_bits(),
+                "dot4 n={n} i={i}"
+            );
+        }
+        let alpha = [0.5, -1.25, 3.0, 0.1];
+        let mut y4 = y.clone();
+        let mut y1 = y.clone();
+        axpy4_f32(alpha, quad, &mut y4);
+        for (&al, b) in alpha.iter().zip(&bs) {
+            super::dot::f32_axpy(al, b, &mut y1);
+        }
+        assert_eq!(bits(&y4), bits(&y1), "axpy4 n={n}");
     }
 }

@@ -58,6 +58,24 @@ pub(crate) unsafe fn f32_axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     super::dot::f32_axpy(alpha, x, y)
 }
 
+/// [`super::dot::f32_dot4`] compiled for AVX2.
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn f32_dot4(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
+    super::dot::f32_dot4(a, bs)
+}
+
+/// [`super::dot::f32_axpy4`] compiled for AVX2.
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn f32_axpy4(alpha: [f32; 4], xs: [&[f32]; 4], y: &mut [f32]) {
+    super::dot::f32_axpy4(alpha, xs, y)
+}
+
 // ---------------------------------------------------------------------------
 // Helpers. Callers guarantee the target features and pointer validity.
 // ---------------------------------------------------------------------------

@@ -85,6 +85,13 @@ const CHUNK_BYTES: usize = 32 << 10;
 /// multiplied by several vectors in cache-sized blocks.
 const MATMAT_MIN_CHUNK_BYTES: usize = 12 << 10;
 
+/// [`matmat`] prepares its vectors on several threads from this many values (vectors times
+/// columns): below it, handing out the work costs more than it saves.
+const PARALLEL_PREPARE_VALUES: usize = 16 << 10;
+
+/// [`matmat`]: vectors prepared per unit of work handed to a thread.
+const PREPARE_CHUNK_VECTORS: usize = 8;
+
 /// Scratch space and threads for [`matvec`], reused across calls so decoding does not
 /// allocate.
 #[derive(Default)]
@@ -95,9 +102,6 @@ pub struct MatvecScratch {
     pool: Option<Arc<ThreadPool>>,
     /// [`matmat`]: each vector prepared as the weight type's activation type.
     batch: Vec<crate::quant::Activation>,
-    /// [`matmat`]: results row-major by weight row (`rows x vectors`), so each thread's chunk
-    /// of rows is one contiguous range.
-    by_row: Vec<f32>,
 }
 
 impl MatvecScratch {
@@ -175,38 +179,50 @@ pub fn matmat(
     if scratch.batch.len() < n {
         scratch.batch.resize_with(n, Default::default);
     }
+    let cols = m.cols.max(1);
     let acts = &mut scratch.batch[..n];
-    for (a, x) in acts.iter_mut().zip(xs.chunks_exact(m.cols.max(1))) {
-        if a.prepare(m.ty, x).is_err() {
-            out.fill(f32::NAN);
-            return;
+    let prepare = |first: usize, acts: &mut [crate::quant::Activation]| {
+        let xs = xs.chunks_exact(cols).skip(first);
+        acts.iter_mut()
+            .zip(xs)
+            .all(|(a, x)| a.prepare(m.ty, x).is_ok())
+    };
+    let prepared = match &scratch.pool {
+        Some(pool) if pool.threads() > 1 && n * m.cols >= PARALLEL_PREPARE_VALUES => {
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            pool.for_each_chunk(acts, PREPARE_CHUNK_VECTORS, &|first, part| {
+                if !prepare(first, part) {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            !failed.into_inner()
         }
+        _ => prepare(0, acts),
+    };
+    let out = &mut out[..n * m.rows];
+    if !prepared {
+        out.fill(f32::NAN);
+        return;
     }
     let acts = &scratch.batch[..n];
-    let by_row = &mut scratch.by_row;
-    if by_row.len() < m.rows * n {
-        by_row.resize(m.rows * n, 0.0);
-    }
-    let by_row = &mut by_row[..m.rows * n];
     let rb = m.data.len() / m.rows.max(1);
     match &scratch.pool {
         Some(pool) if pool.threads() > 1 && m.data.len() * n >= PARALLEL_MIN_BYTES => {
-            // Rows are the unit of work: a chunk of rows is multiplied by every vector, in
-            // blocks of rows that stay in L1 (see `quant::matmat`). With many vectors the
-            // chunk is still plenty of work to amortise taking it.
+            // Rows are the unit of work: a slab of rows is multiplied by every vector, in
+            // blocks of rows that stay in L1 (see `quant::matmat`), and stored in place. With
+            // many vectors the slab is still plenty of work to amortise taking it.
             let rows = (CHUNK_BYTES / (rb * n).max(1))
                 .max(MATMAT_MIN_CHUNK_BYTES / rb.max(1))
                 .max(4);
-            pool.for_each_chunk(by_row, rows * n, &|start, o| {
-                let (r0, r1) = (start / n, (start + o.len()) / n);
-                crate::quant::matmat(m.ty, &m.data[r0 * rb..r1 * rb], r1 - r0, acts, o);
+            pool.for_each_row_slab(out, m.rows, rows, &|mut slab| {
+                let r = slab.rows();
+                let w = &m.data[r.start * rb..r.end * rb];
+                crate::quant::matmat(m.ty, w, r.len(), acts, &mut slab);
             });
         }
-        _ => crate::quant::matmat(m.ty, m.data, m.rows, acts, by_row),
-    }
-    for (r, vals) in by_row.chunks_exact(n).enumerate() {
-        for (t, &v) in vals.iter().enumerate() {
-            out[t * m.rows + r] = v;
+        _ => {
+            let mut sink = crate::quant::VectorMajor { out, rows: m.rows };
+            crate::quant::matmat(m.ty, m.data, m.rows, acts, &mut sink)
         }
     }
 }
@@ -257,6 +273,16 @@ pub fn sigmoid(x: f32) -> f32 {
 /// the same bits whichever SIMD level computes it).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     crate::quant::dot_f32(a, b)
+}
+
+/// [`dot`] of `a` with four vectors (the same bits as four calls).
+pub fn dot4(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
+    crate::quant::dot4_f32(a, bs)
+}
+
+/// [`axpy`] of four vectors in turn (the same bits as four calls).
+pub fn axpy4(a: [f32; 4], xs: [&[f32]; 4], y: &mut [f32]) {
+    crate::quant::axpy4_f32(a, xs, y)
 }
 
 /// `y += a * x`.

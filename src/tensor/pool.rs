@@ -10,6 +10,7 @@
 //! threads, and threads take chunks from a shared counter (whoever is free takes the next), so
 //! a busy core does not hold the others up and results are the same whatever the thread count.
 
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -218,6 +219,81 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Calls `f` with slabs of `slab_rows` rows (the last may be shorter) of `out`, a
+    /// vector-major `vectors x rows` matrix (`out[t * rows + r]`), spread over the threads:
+    /// each thread stores the products of its rows for every vector straight into place.
+    pub fn for_each_row_slab(
+        &self,
+        out: &mut [f32],
+        rows: usize,
+        slab_rows: usize,
+        f: &(dyn Fn(RowSlab<'_>) + Sync),
+    ) {
+        let vectors = out.len().checked_div(rows).unwrap_or(0);
+        let slab_rows = slab_rows.max(1);
+        let n_slabs = rows.div_ceil(slab_rows);
+        let base = SendPtr(out.as_mut_ptr());
+        let slab = |i: usize| RowSlab {
+            base: base.get(),
+            rows,
+            vectors,
+            start: i * slab_rows,
+            end: ((i + 1) * slab_rows).min(rows),
+            _out: PhantomData,
+        };
+        if n_slabs <= 1 || self.workers.is_empty() {
+            (0..n_slabs).for_each(|i| f(slab(i)));
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        self.run(&|_| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n_slabs {
+                break;
+            }
+            f(slab(i));
+        });
+    }
+}
+
+/// Rows `start..end` of every vector of a vector-major matrix (see
+/// [`ThreadPool::for_each_row_slab`]): the part of a matrix product one thread stores. The
+/// slabs of one call never overlap.
+pub struct RowSlab<'a> {
+    base: *mut f32,
+    rows: usize,
+    vectors: usize,
+    start: usize,
+    end: usize,
+    _out: PhantomData<&'a mut [f32]>,
+}
+
+impl RowSlab<'_> {
+    /// The matrix rows this slab holds.
+    pub fn rows(&self) -> std::ops::Range<usize> {
+        self.start..self.end
+    }
+}
+
+impl crate::quant::ProductSink for RowSlab<'_> {
+    fn holds(&self, rows: usize, vectors: usize) -> bool {
+        rows <= self.end - self.start && vectors <= self.vectors
+    }
+
+    #[inline]
+    fn put(&mut self, row: usize, vector: usize, value: f32) {
+        assert!(
+            row < self.end - self.start && vector < self.vectors,
+            "row slab overrun"
+        );
+        // SAFETY: `base` points at `out`, which holds `vectors * rows` values and outlives
+        // the slab; `start + row < end <= rows` and `vector < vectors` keep the index inside
+        // it, and no other slab of the call holds rows `start..end`.
+        unsafe { *self.base.add(vector * self.rows + self.start + row) = value }
+    }
+}
+
 /// A raw pointer that may cross threads; the code using it proves disjoint access.
 struct SendPtr<T>(*mut T);
 
@@ -227,8 +303,8 @@ impl<T> SendPtr<T> {
     }
 }
 
-// SAFETY: only used by `for_each_chunk`, which hands each thread a disjoint range of a
-// `&mut [T]` with `T: Send`.
+// SAFETY: only used by `for_each_chunk` and `for_each_row_slab`, which hand each thread a
+// disjoint part of a `&mut [T]` with `T: Send`.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 impl Drop for ThreadPool {
