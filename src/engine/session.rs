@@ -679,9 +679,7 @@ impl Session {
                     let b = grow(&mut s.ffn_b, g * ffn);
                     matmat(view.gate, inputs, g, a, &mut s.matvec);
                     matmat(view.up, inputs, g, b, &mut s.matvec);
-                    for (av, bv) in a.iter_mut().zip(b.iter()) {
-                        *av = ops::silu(*av) * bv;
-                    }
+                    ops::swiglu(a, b, &s.matvec);
                     // The gathered inputs are no longer needed: reuse them for the outputs.
                     matmat(view.down, a, g, inputs, &mut s.matvec);
                     for (out, &(t, slot)) in inputs.chunks_exact(h).zip(part) {
@@ -713,9 +711,7 @@ impl Session {
                     let b = grow(&mut s.ffn_b, g * sf);
                     matmat(sh.gate.as_ref(), ht, g, a, &mut s.matvec);
                     matmat(sh.up.as_ref(), ht, g, b, &mut s.matvec);
-                    for (av, bv) in a.iter_mut().zip(b.iter()) {
-                        *av = ops::silu(*av) * bv;
-                    }
+                    ops::swiglu(a, b, &s.matvec);
                     let out = grow(&mut s.proj, g * h);
                     matmat(sh.down.as_ref(), a, g, out, &mut s.matvec);
                     let gates = grow(&mut s.router, g);

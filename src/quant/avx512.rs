@@ -50,6 +50,25 @@ pub(crate) fn kernel4(t: GgmlType) -> Option<Dot4Fn> {
 // Helpers. Callers guarantee the target features and pointer validity.
 // ---------------------------------------------------------------------------
 
+/// `acc + pairwise(a * b)` as one `vpdpwssd`. LLVM, tuning for a generic x86-64, splits the
+/// intrinsic into `vpmaddwd` + `vpaddd`: two vector-port instructions instead of one, in the
+/// K-quant kernels' busiest loop: Q4_K four-token tiles ran 4% faster with the single
+/// instruction, in-process A/B on Cascade Lake.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    let mut acc = acc;
+    // SAFETY: register-only instruction; callers run with AVX-512 VNNI enabled.
+    std::arch::asm!(
+        "vpdpwssd {acc}, {a}, {b}",
+        acc = inout(zmm_reg) acc,
+        a = in(zmm_reg) a,
+        b = in(zmm_reg) b,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    acc
+}
+
 /// The fp16 at `p` (2 readable bytes) as f32; exact.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -397,7 +416,7 @@ unsafe fn k4_tile<const T: usize, const Q5: bool>(row: &[u8], acts: &[&Activatio
             for c in 0..4 {
                 // u5 x i8 pair sums fit i16 (at most 2 * 31 * 127).
                 let p = _mm512_maddubs_epi16(q[c], _mm512_loadu_si512(y.add(64 * c) as *const _));
-                sumi = _mm512_dpwssd_epi32(sumi, p, sc[c]);
+                sumi = dpwssd(sumi, p, sc[c]);
             }
             let bsums = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * i) as *const __m256i);
             let summ = _mm256_madd_epi16(bsums, mins);
@@ -472,7 +491,7 @@ unsafe fn q6_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32
             for g in 0..4 {
                 // u6 x i8 pair sums fit i16 (at most 2 * 63 * 127).
                 let p = _mm512_maddubs_epi16(q[g], _mm512_loadu_si512(y.add(64 * g) as *const _));
-                sumi = _mm512_dpwssd_epi32(sumi, p, sc[g]);
+                sumi = dpwssd(sumi, p, sc[g]);
             }
             // The -32 offset: 32 * sum of scale j times the sum of its 16 activations.
             let bsums = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * i) as *const __m256i);

@@ -225,7 +225,7 @@ impl Activation {
                 self.qs.resize(n, 0);
                 self.d.reserve(n / 32);
                 for (xb, qb) in x.chunks_exact(32).zip(self.qs.chunks_exact_mut(32)) {
-                    let d = reference::q8_0_block(xb, qb);
+                    let d = q8_0_block(xb, qb);
                     self.d.push(reference::round_f16(d));
                 }
                 self.biased.clear();
@@ -251,7 +251,7 @@ impl Activation {
                     .zip(self.qs.chunks_exact_mut(QK_K))
                     .zip(self.bsums.chunks_exact_mut(16))
                 {
-                    let d = reference::q8_k_block(xb, qb, sb);
+                    let d = q8_k_block(xb, qb, sb);
                     self.d.push(d);
                 }
             }
@@ -259,6 +259,28 @@ impl Activation {
         }
         Ok(())
     }
+}
+
+/// One activation block as Q8_0 ([`reference::q8_0_block`]'s result, vectorised where the
+/// CPU allows).
+fn q8_0_block(x: &[f32], qs: &mut [i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if level() != Level::Scalar {
+        // SAFETY: every x86_64 level above scalar was detected with AVX2 and FMA.
+        return unsafe { x86::q8_0_block(x, qs) };
+    }
+    reference::q8_0_block_lanes(x, qs)
+}
+
+/// One activation block as Q8_K ([`reference::q8_k_block`]'s result, vectorised where the
+/// CPU allows).
+fn q8_k_block(x: &[f32], qs: &mut [i8], bsums: &mut [i16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if level() != Level::Scalar {
+        // SAFETY: as in `q8_0_block`.
+        return unsafe { x86::q8_k_block(x, qs, bsums) };
+    }
+    reference::q8_k_block_lanes(x, qs, bsums)
 }
 
 // ---------------------------------------------------------------------------

@@ -316,6 +316,28 @@ pub(crate) fn q8_0_block(x: &[f32], qs: &mut [i8]) -> f32 {
     d
 }
 
+/// [`q8_0_block`] with the magnitude search in 8 lanes, so that it vectorises: the same
+/// result (the largest magnitude does not depend on the order it is searched in).
+#[inline(always)]
+pub(crate) fn q8_0_block_lanes(x: &[f32], qs: &mut [i8]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for c in x.chunks_exact(8) {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v.abs());
+        }
+    }
+    let mut amax = lanes.iter().fold(0f32, |m, &l| m.max(l));
+    for &v in x.chunks_exact(8).remainder() {
+        amax = amax.max(v.abs());
+    }
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    d
+}
+
 pub(crate) fn quant_q8_0(src: &[f32], dst: &mut [u8]) {
     let mut qs = [0i8; QK];
     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
@@ -1097,6 +1119,36 @@ pub(crate) fn q8_k_block(x: &[f32], qs: &mut [i8], bsums: &mut [i16]) -> f32 {
     }
     let iscale = -127.0 / max;
     for (q, &v) in qs.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v).min(127) as i8;
+    }
+    for (j, s) in bsums.iter_mut().enumerate().take(16) {
+        *s = qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
+    }
+    1.0 / iscale
+}
+
+/// [`q8_k_block`] with the magnitude search in 8 lanes, so that it vectorises: the same
+/// result. The reference keeps the first element of the largest magnitude (with its sign),
+/// which is found again after the search.
+#[inline(always)]
+pub(crate) fn q8_k_block_lanes(x: &[f32], qs: &mut [i8], bsums: &mut [i16]) -> f32 {
+    let x = &x[..QK_K];
+    let mut lanes = [0f32; 8];
+    for c in x.chunks_exact(8) {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *l = if a > *l { a } else { *l };
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, &l| if l > m { l } else { m });
+    if amax == 0.0 {
+        qs[..QK_K].fill(0);
+        bsums[..16].fill(0);
+        return 0.0;
+    }
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    for (q, &v) in qs[..QK_K].iter_mut().zip(x) {
         *q = nearest_int(iscale * v).min(127) as i8;
     }
     for (j, s) in bsums.iter_mut().enumerate().take(16) {

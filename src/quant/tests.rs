@@ -358,3 +358,39 @@ fn f32_dot_and_axpy_give_the_scalar_bits_at_every_level() {
         assert_eq!(bits(&y4), bits(&y1), "axpy4 n={n}");
     }
 }
+
+#[test]
+fn vectorised_activation_blocks_equal_the_reference() {
+    let mut rng = Rng(0xAC7);
+    for case in 0..200 {
+        let mut x = rng.gauss_vec(QK_K, 1.0 + case as f32);
+        // Ties of magnitude with both signs, zeros, infinities and NaN.
+        match case % 6 {
+            1 => {
+                x[10] = 9.0;
+                x[20] = -9.0;
+            }
+            2 => {
+                x[30] = -9.0;
+                x[200] = 9.0;
+            }
+            3 => x.iter_mut().for_each(|v| *v = 0.0),
+            4 => x[77] = f32::NAN,
+            5 => x[5] = f32::NEG_INFINITY,
+            _ => {}
+        }
+        let (mut q1, mut q2) = ([0i8; QK_K], [0i8; QK_K]);
+        let (mut s1, mut s2) = ([0i16; 16], [0i16; 16]);
+        let want = super::reference::q8_k_block(&x, &mut q1, &mut s1);
+        let got = q8_k_block(&x, &mut q2, &mut s2);
+        assert_eq!(got.to_bits(), want.to_bits(), "q8_k d, case {case}");
+        assert_eq!((q1, s1), (q2, s2), "q8_k quants, case {case}");
+        for b in x.chunks_exact(32) {
+            let (mut q1, mut q2) = ([0i8; 32], [0i8; 32]);
+            let want = super::reference::q8_0_block(b, &mut q1);
+            let got = q8_0_block(b, &mut q2);
+            assert_eq!(got.to_bits(), want.to_bits(), "q8_0 d, case {case}");
+            assert_eq!(q1, q2, "q8_0 quants, case {case}");
+        }
+    }
+}

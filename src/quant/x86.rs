@@ -76,6 +76,24 @@ pub(crate) unsafe fn f32_axpy4(alpha: [f32; 4], xs: [&[f32]; 4], y: &mut [f32]) 
     super::dot::f32_axpy4(alpha, xs, y)
 }
 
+/// [`super::reference::q8_0_block_lanes`] compiled for AVX2 (the same result).
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn q8_0_block(x: &[f32], qs: &mut [i8]) -> f32 {
+    super::reference::q8_0_block_lanes(x, qs)
+}
+
+/// [`super::reference::q8_k_block_lanes`] compiled for AVX2 (the same result).
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn q8_k_block(x: &[f32], qs: &mut [i8], bsums: &mut [i16]) -> f32 {
+    super::reference::q8_k_block_lanes(x, qs, bsums)
+}
+
 // ---------------------------------------------------------------------------
 // Helpers. Callers guarantee the target features and pointer validity.
 // ---------------------------------------------------------------------------

@@ -259,6 +259,26 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// Below this many values [`swiglu`] runs on the calling thread.
+const PARALLEL_SWIGLU_VALUES: usize = 8 << 10;
+
+/// `a = silu(a) * b`, element by element (the gated FFN's activation), spread over the
+/// kernel threads for a prompt's many tokens: every value is computed the same way wherever
+/// it runs.
+pub fn swiglu(a: &mut [f32], b: &[f32], scratch: &MatvecScratch) {
+    let apply = |offset: usize, a: &mut [f32]| {
+        for (av, bv) in a.iter_mut().zip(&b[offset..]) {
+            *av = silu(*av) * bv;
+        }
+    };
+    match &scratch.pool {
+        Some(pool) if pool.threads() > 1 && a.len() >= PARALLEL_SWIGLU_VALUES => {
+            pool.for_each_chunk(a, PARALLEL_SWIGLU_VALUES / 2, &apply)
+        }
+        _ => apply(0, a),
+    }
+}
+
 /// SiLU (x · sigmoid(x)).
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
