@@ -12,7 +12,8 @@
  *    EMOE_STATUS_INVALID_ARGUMENT. A bug inside is reported as EMOE_STATUS_INTERNAL and never
  *    unwinds into C.
  *  - Parameter structs are versioned by their first field, struct_size: initialise them with
- *    their _default function and then set fields.
+ *    their _default function and then set fields. Fields added later take their defaults
+ *    for a caller built against an older header.
  */
 
 #ifndef EDGEMOE_H
@@ -225,6 +226,25 @@ typedef struct emoe_model_params {
    * not its top-1, is read and computed at low precision. Negative (the default): off.
    */
   float low_precision_threshold;
+  /**
+   * Unused. Keeps the fields below past the end of the struct's previous version, whose
+   * tail padding an older caller may have left uninitialised.
+   */
+  uint32_t reserved0;
+  /**
+   * Streaming: while the expert pool has empty slots, read the experts of the layers ahead
+   * into them (evicting nothing), overlapped with compute, so a cold cache fills at full
+   * bandwidth. Not with `EMOE_BACKEND_MMAP`. Default true (CLI `--no-fill-ahead` turns it
+   * off); `emoe_stats.fill_reads` counts those reads.
+   */
+  bool fill_ahead;
+  /**
+   * Streaming: a predicted expert whose preload would evict another waits until no demand
+   * read is in flight, and is dropped when the device has no idle time for what wrong
+   * predictions waste (`emoe_stats.dropped_preloads`). Default true; false (CLI
+   * `--eager-preloads`): every prediction is preloaded at once, evicting if need be.
+   */
+  bool budget_aware_preloads;
 } emoe_model_params;
 
 /**

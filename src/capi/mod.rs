@@ -124,6 +124,7 @@ pub(crate) fn boundary(
 }
 
 /// A failed call: its status and message.
+#[derive(Debug)]
 pub(crate) struct Failure {
     pub status: emoe_status,
     pub message: String,

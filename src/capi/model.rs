@@ -64,6 +64,8 @@ fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
             ..Default::default()
         },
         low_precision_threshold: (threshold >= 0.0).then_some(threshold),
+        fill_ahead: p.fill_ahead,
+        budget_aware_preloads: p.budget_aware_preloads,
         ..Default::default()
     })
 }
@@ -509,4 +511,56 @@ pub unsafe extern "C" fn emoe_model_stats(
         unsafe { out.write(r) };
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn default_params_give_the_rust_defaults() {
+        let o = load_options(&emoe_model_params::default()).unwrap();
+        let d = LoadOptions::default();
+        assert_eq!(
+            (o.fill_ahead, o.budget_aware_preloads),
+            (d.fill_ahead, d.budget_aware_preloads)
+        );
+        assert!(o.fill_ahead && o.budget_aware_preloads);
+    }
+
+    #[test]
+    fn fill_ahead_and_budget_aware_preloads_reach_the_load_options() {
+        for (fill, aware) in [(false, false), (false, true), (true, false), (true, true)] {
+            let p = emoe_model_params {
+                fill_ahead: fill,
+                budget_aware_preloads: aware,
+                ..Default::default()
+            };
+            let o = load_options(&p).unwrap();
+            assert_eq!((o.fill_ahead, o.budget_aware_preloads), (fill, aware));
+        }
+    }
+
+    /// The previous version of `emoe_model_params` ended with `low_precision_threshold`; its
+    /// size (tail padding included) is what an older caller passes as `struct_size`. The new
+    /// fields lie past it, so they take their defaults for such a caller whatever its padding
+    /// bytes held.
+    #[test]
+    fn new_params_take_their_defaults_for_an_older_caller() {
+        let old_size = (offset_of!(emoe_model_params, low_precision_threshold) + 4)
+            .next_multiple_of(align_of::<emoe_model_params>());
+        assert!(offset_of!(emoe_model_params, fill_ahead) >= old_size);
+        assert!(offset_of!(emoe_model_params, budget_aware_preloads) >= old_size);
+        let mut p = emoe_model_params {
+            fill_ahead: false,
+            budget_aware_preloads: false,
+            ..Default::default()
+        };
+        p.struct_size = old_size as u32;
+        // SAFETY: a valid struct, readable for its full size.
+        let read = unsafe { read_versioned(&p, "params") }.unwrap();
+        assert!(read.fill_ahead && read.budget_aware_preloads);
+        assert!(size_of::<emoe_model_params>() > old_size);
+    }
 }

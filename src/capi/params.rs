@@ -77,10 +77,24 @@ pub struct emoe_model_params {
     /// expert whose gate weight is below this share of the token's top-k mass, and that is
     /// not its top-1, is read and computed at low precision. Negative (the default): off.
     pub low_precision_threshold: f32,
+    /// Unused. Keeps the fields below past the end of the struct's previous version, whose
+    /// tail padding an older caller may have left uninitialised.
+    pub reserved0: u32,
+    /// Streaming: while the expert pool has empty slots, read the experts of the layers ahead
+    /// into them (evicting nothing), overlapped with compute, so a cold cache fills at full
+    /// bandwidth. Not with `EMOE_BACKEND_MMAP`. Default true (CLI `--no-fill-ahead` turns it
+    /// off); `emoe_stats.fill_reads` counts those reads.
+    pub fill_ahead: bool,
+    /// Streaming: a predicted expert whose preload would evict another waits until no demand
+    /// read is in flight, and is dropped when the device has no idle time for what wrong
+    /// predictions waste (`emoe_stats.dropped_preloads`). Default true; false (CLI
+    /// `--eager-preloads`): every prediction is preloaded at once, evicting if need be.
+    pub budget_aware_preloads: bool,
 }
 
 impl Default for emoe_model_params {
     fn default() -> Self {
+        let d = crate::engine::LoadOptions::default();
         emoe_model_params {
             struct_size: std::mem::size_of::<Self>() as u32,
             backend: EMOE_BACKEND_AUTO,
@@ -95,6 +109,9 @@ impl Default for emoe_model_params {
             preload_count: 0,
             policy: EMOE_POLICY_LRU,
             low_precision_threshold: -1.0,
+            reserved0: 0,
+            fill_ahead: d.fill_ahead,
+            budget_aware_preloads: d.budget_aware_preloads,
         }
     }
 }
