@@ -238,6 +238,40 @@ pub(crate) unsafe fn read_versioned<T: Copy + Default>(
     Ok(out)
 }
 
+/// Writes a result struct whose first field is a `u32` size the caller set to the size of the
+/// struct it allocated (`sizeof` in its header): copies at most that many bytes of `value`, so
+/// a caller built against an older header (a shorter struct) gets only the fields it knows,
+/// and sets `struct_size` in the caller's struct to the number of bytes written (a caller with
+/// a newer header learns which fields this library filled).
+///
+/// # Safety
+/// `out` must be null or point to a struct whose first field is a `u32` size, writable for
+/// that many bytes.
+pub(crate) unsafe fn write_versioned<T: Copy>(
+    out: *mut T,
+    value: T,
+    what: &str,
+) -> Result<(), Failure> {
+    const { assert!(std::mem::size_of::<T>() >= 4) };
+    if out.is_null() {
+        return Err(invalid(format!("`{what}` is NULL")));
+    }
+    // SAFETY: non-null; the caller guarantees its first field, a u32 size, is readable.
+    let size = unsafe { out.cast::<u32>().read_unaligned() } as usize;
+    if !(4..=65536).contains(&size) {
+        return Err(invalid(format!(
+            "`{what}->struct_size` is {size}: set it to the struct's sizeof"
+        )));
+    }
+    let n = size.min(std::mem::size_of::<T>());
+    let mut v = value;
+    // SAFETY: every versioned struct starts with its u32 size.
+    unsafe { (&mut v as *mut T).cast::<u32>().write_unaligned(n as u32) };
+    // SAFETY: `n` bytes, at most the size of T and at most what the caller says is writable.
+    unsafe { std::ptr::copy_nonoverlapping((&v as *const T).cast::<u8>(), out.cast::<u8>(), n) };
+    Ok(())
+}
+
 /// Writes `T::default()` through `out`.
 ///
 /// # Safety
