@@ -12,7 +12,11 @@
  *    EMOE_STATUS_INVALID_ARGUMENT. A bug inside is reported as EMOE_STATUS_INTERNAL and never
  *    unwinds into C.
  *  - Parameter structs are versioned by their first field, struct_size: initialise them with
- *    their _default function and then set fields.
+ *    their _default function and then set fields. Fields added later take their defaults
+ *    for a caller built against an older header.
+ *  - Size-versioned result structs (emoe_stats): set struct_size to sizeof the struct before
+ *    the call; the library writes at most that many bytes and sets struct_size to the number
+ *    it wrote, so fields can be added at the end without breaking older callers.
  */
 
 #ifndef EDGEMOE_H
@@ -25,9 +29,10 @@
 #include <stdint.h>
 
 /**
- * Bumped whenever a change breaks binary compatibility.
+ * Bumped whenever a change breaks binary compatibility. 2: `emoe_model_stats` writes only
+ * `out->struct_size` bytes, which the caller must set (version 1 ignored it).
  */
-#define EMOE_ABI_VERSION 1
+#define EMOE_ABI_VERSION 2
 
 /**
  * Pick the best I/O backend available (io_uring on Linux, else a pread pool).
@@ -225,6 +230,25 @@ typedef struct emoe_model_params {
    * not its top-1, is read and computed at low precision. Negative (the default): off.
    */
   float low_precision_threshold;
+  /**
+   * Unused. Keeps the fields below past the end of the struct's previous version, whose
+   * tail padding an older caller may have left uninitialised.
+   */
+  uint32_t reserved0;
+  /**
+   * Streaming: while the expert pool has empty slots, read the experts of the layers ahead
+   * into them (evicting nothing), overlapped with compute, so a cold cache fills at full
+   * bandwidth. Not with `EMOE_BACKEND_MMAP`. Default true (CLI `--no-fill-ahead` turns it
+   * off); `emoe_stats.fill_reads` counts those reads.
+   */
+  bool fill_ahead;
+  /**
+   * Streaming: a predicted expert whose preload would evict another waits until no demand
+   * read is in flight, and is dropped when the device has no idle time for what wrong
+   * predictions waste (`emoe_stats.dropped_preloads`). Default true; false (CLI
+   * `--eager-preloads`): every prediction is preloaded at once, evicting if need be.
+   */
+  bool budget_aware_preloads;
 } emoe_model_params;
 
 /**
@@ -289,8 +313,16 @@ typedef struct emoe_preflight {
 
 /**
  * Expert streaming figures since load (all zero for a model loaded without a budget).
+ *
+ * Versioned by size: set `struct_size` to `sizeof(emoe_stats)` before calling
+ * `emoe_model_stats`, which writes at most that many bytes (a caller built against an older,
+ * shorter version gets the fields it knows) and sets `struct_size` to the number of bytes it
+ * wrote (fields past it were not written: a library older than the caller's header).
  */
 typedef struct emoe_stats {
+  /**
+   * Set by the caller to `sizeof(emoe_stats)`; on return, the bytes written.
+   */
   uint32_t struct_size;
   /**
    * Expert fetches by the forward pass: hits + preload_hits + misses.
@@ -315,6 +347,34 @@ typedef struct emoe_stats {
    * Bytes of the expert pool now.
    */
   uint64_t pool_bytes;
+  /**
+   * Reads stopped by a cancellation (`emoe_session_cancel`) before they finished.
+   */
+  uint64_t cancelled_reads;
+  /**
+   * Of `preloads`, experts read into empty pool slots ahead of need
+   * (`emoe_model_params.fill_ahead`).
+   */
+  uint64_t fill_reads;
+  /**
+   * Predicted experts not preloaded: put off while demand reads ran until their layer came,
+   * or not worth evicting another expert for (`emoe_model_params.budget_aware_preloads`).
+   */
+  uint64_t dropped_preloads;
+  /**
+   * Fetches of low-precision expert copies (lower precision on a miss fired,
+   * `emoe_model_params.low_precision_threshold`); counted in `expert_fetches` and in
+   * `cache_hits`/`misses` like any fetch.
+   */
+  uint64_t low_precision_fetches;
+  /**
+   * Low-precision copies read (a miss, or a preload of one).
+   */
+  uint64_t low_precision_reads;
+  /**
+   * Bytes those reads saved over reading the same experts at full precision.
+   */
+  uint64_t low_precision_bytes_saved;
 } emoe_stats;
 
 /**
@@ -498,10 +558,12 @@ enum emoe_status emoe_model_set_memory_budget(const struct emoe_model *model, ui
 enum emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, uint32_t context_length, struct emoe_preflight *out);
 
 /**
- * Writes the model's expert-streaming figures to `*out`.
+ * Writes the model's expert-streaming figures to `*out`, whose `struct_size` the caller sets
+ * (see `emoe_stats`). A NULL `out` or a `struct_size` below 4 or above 65536 gives
+ * `EMOE_STATUS_INVALID_ARGUMENT`.
  *
  * # Safety
- * `model` must be NULL or a live handle; `out` NULL or writable.
+ * `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
  */
 enum emoe_status emoe_model_stats(const struct emoe_model *model, struct emoe_stats *out);
 

@@ -22,30 +22,39 @@ fn cmake_examples_and_contract_tests() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let build = root.join("target/cmake-test");
+    // The target directory this test binary came from (TARGET/PROFILE/deps/c_api-HASH), which
+    // is not ROOT/target when CARGO_TARGET_DIR is set.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .filter(|t| t.join("CACHEDIR.TAG").exists())
+        .map_or_else(|| root.join("target"), Path::to_path_buf);
+    let build = target.join("cmake-test");
     let _ = std::fs::remove_dir_all(&build);
-    // The library is built by cargo from inside CMake, into the same target directory this
-    // test binary came from (cargo releases its lock while tests run).
+    // The library is built by cargo from inside CMake, into that same target directory
+    // (cargo releases its lock while tests run), so it is usually up to date already.
     run(Command::new("cmake")
         .arg("-S")
         .arg(root)
         .arg("-B")
         .arg(&build)
-        .arg("-DCMAKE_BUILD_TYPE=Release"));
+        .arg("-DCMAKE_BUILD_TYPE=Release")
+        .arg(format!("-DEDGEMOE_CARGO_TARGET_DIR={}", target.display())));
     run(Command::new("cmake").arg("--build").arg(&build).arg("-j2"));
     run(Command::new("ctest")
         .arg("--output-on-failure")
         .current_dir(&build));
 
     // Install, then build a downstream project with find_package(EdgeMoE CONFIG).
-    let prefix = root.join("target/cmake-test-install");
+    let prefix = target.join("cmake-test-install");
     let _ = std::fs::remove_dir_all(&prefix);
     run(Command::new("cmake")
         .arg("--install")
         .arg(&build)
         .arg("--prefix")
         .arg(&prefix));
-    let consumer = root.join("target/cmake-test-consumer");
+    let consumer = target.join("cmake-test-consumer");
     let _ = std::fs::remove_dir_all(&consumer);
     run(Command::new("cmake")
         .arg("-S")

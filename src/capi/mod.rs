@@ -124,6 +124,7 @@ pub(crate) fn boundary(
 }
 
 /// A failed call: its status and message.
+#[derive(Debug)]
 pub(crate) struct Failure {
     pub status: emoe_status,
     pub message: String,
@@ -197,8 +198,9 @@ pub extern "C" fn emoe_abi_version() -> u32 {
     EMOE_ABI_VERSION
 }
 
-/// Bumped whenever a change breaks binary compatibility.
-pub const EMOE_ABI_VERSION: u32 = 1;
+/// Bumped whenever a change breaks binary compatibility. 2: `emoe_model_stats` writes only
+/// `out->struct_size` bytes, which the caller must set (version 1 ignored it).
+pub const EMOE_ABI_VERSION: u32 = 2;
 
 /// A short description of a status, e.g. "invalid argument". Static storage.
 #[no_mangle]

@@ -64,6 +64,8 @@ fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
             ..Default::default()
         },
         low_precision_threshold: (threshold >= 0.0).then_some(threshold),
+        fill_ahead: p.fill_ahead,
+        budget_aware_preloads: p.budget_aware_preloads,
         ..Default::default()
     })
 }
@@ -449,9 +451,15 @@ pub unsafe extern "C" fn emoe_model_preflight(
 }
 
 /// Expert streaming figures since load (all zero for a model loaded without a budget).
+///
+/// Versioned by size: set `struct_size` to `sizeof(emoe_stats)` before calling
+/// `emoe_model_stats`, which writes at most that many bytes (a caller built against an older,
+/// shorter version gets the fields it knows) and sets `struct_size` to the number of bytes it
+/// wrote (fields past it were not written: a library older than the caller's header).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct emoe_stats {
+    /// Set by the caller to `sizeof(emoe_stats)`; on return, the bytes written.
     pub struct_size: u32,
     /// Expert fetches by the forward pass: hits + preload_hits + misses.
     pub expert_fetches: u64,
@@ -468,12 +476,30 @@ pub struct emoe_stats {
     pub read_bandwidth: f64,
     /// Bytes of the expert pool now.
     pub pool_bytes: u64,
+    /// Reads stopped by a cancellation (`emoe_session_cancel`) before they finished.
+    pub cancelled_reads: u64,
+    /// Of `preloads`, experts read into empty pool slots ahead of need
+    /// (`emoe_model_params.fill_ahead`).
+    pub fill_reads: u64,
+    /// Predicted experts not preloaded: put off while demand reads ran until their layer came,
+    /// or not worth evicting another expert for (`emoe_model_params.budget_aware_preloads`).
+    pub dropped_preloads: u64,
+    /// Fetches of low-precision expert copies (lower precision on a miss fired,
+    /// `emoe_model_params.low_precision_threshold`); counted in `expert_fetches` and in
+    /// `cache_hits`/`misses` like any fetch.
+    pub low_precision_fetches: u64,
+    /// Low-precision copies read (a miss, or a preload of one).
+    pub low_precision_reads: u64,
+    /// Bytes those reads saved over reading the same experts at full precision.
+    pub low_precision_bytes_saved: u64,
 }
 
-/// Writes the model's expert-streaming figures to `*out`.
+/// Writes the model's expert-streaming figures to `*out`, whose `struct_size` the caller sets
+/// (see `emoe_stats`). A NULL `out` or a `struct_size` below 4 or above 65536 gives
+/// `EMOE_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
-/// `model` must be NULL or a live handle; `out` NULL or writable.
+/// `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn emoe_model_stats(
     model: *const emoe_model,
@@ -484,13 +510,7 @@ pub unsafe extern "C" fn emoe_model_stats(
         return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
     };
     boundary(Some(&m.error), || {
-        if out.is_null() {
-            return Err(invalid("`out` is NULL"));
-        }
-        let mut r = emoe_stats {
-            struct_size: std::mem::size_of::<emoe_stats>() as u32,
-            ..Default::default()
-        };
+        let mut r = emoe_stats::default();
         if let Some(st) = m.model.streamed() {
             let s = st.stats();
             r.expert_fetches = s.gets;
@@ -504,9 +524,112 @@ pub unsafe extern "C" fn emoe_model_stats(
             r.io_wait_seconds = s.io_wait.as_secs_f64();
             r.read_bandwidth = s.read_bandwidth();
             r.pool_bytes = st.pool_bytes();
+            r.cancelled_reads = s.cancelled_reads;
+            r.fill_reads = s.fill_reads;
+            r.dropped_preloads = s.dropped_preloads;
+            r.low_precision_fetches = s.low_gets;
+            r.low_precision_reads = s.low_reads;
+            r.low_precision_bytes_saved = s.low_bytes_saved;
         }
-        // SAFETY: checked non-null.
-        unsafe { out.write(r) };
-        Ok(())
+        // SAFETY: NULL (checked inside) or writable for its struct_size, by contract.
+        unsafe { write_versioned(out, r, "out") }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn default_params_give_the_rust_defaults() {
+        let o = load_options(&emoe_model_params::default()).unwrap();
+        let d = LoadOptions::default();
+        assert_eq!(
+            (o.fill_ahead, o.budget_aware_preloads),
+            (d.fill_ahead, d.budget_aware_preloads)
+        );
+        assert!(o.fill_ahead && o.budget_aware_preloads);
+    }
+
+    #[test]
+    fn fill_ahead_and_budget_aware_preloads_reach_the_load_options() {
+        for (fill, aware) in [(false, false), (false, true), (true, false), (true, true)] {
+            let p = emoe_model_params {
+                fill_ahead: fill,
+                budget_aware_preloads: aware,
+                ..Default::default()
+            };
+            let o = load_options(&p).unwrap();
+            assert_eq!((o.fill_ahead, o.budget_aware_preloads), (fill, aware));
+        }
+    }
+
+    /// The previous version of `emoe_model_params` ended with `low_precision_threshold`; its
+    /// size (tail padding included) is what an older caller passes as `struct_size`. The new
+    /// fields lie past it, so they take their defaults for such a caller whatever its padding
+    /// bytes held.
+    #[test]
+    fn new_params_take_their_defaults_for_an_older_caller() {
+        let old_size = (offset_of!(emoe_model_params, low_precision_threshold) + 4)
+            .next_multiple_of(align_of::<emoe_model_params>());
+        assert!(offset_of!(emoe_model_params, fill_ahead) >= old_size);
+        assert!(offset_of!(emoe_model_params, budget_aware_preloads) >= old_size);
+        let mut p = emoe_model_params {
+            fill_ahead: false,
+            budget_aware_preloads: false,
+            ..Default::default()
+        };
+        p.struct_size = old_size as u32;
+        // SAFETY: a valid struct, readable for its full size.
+        let read = unsafe { read_versioned(&p, "params") }.unwrap();
+        assert!(read.fill_ahead && read.budget_aware_preloads);
+        assert!(size_of::<emoe_model_params>() > old_size);
+    }
+
+    /// `write_versioned` writes at most `struct_size` bytes and reports what it wrote.
+    #[test]
+    fn stats_are_written_up_to_the_callers_size() {
+        let value = emoe_stats {
+            expert_fetches: 1,
+            low_precision_bytes_saved: 7,
+            ..Default::default()
+        };
+        // An older caller: the struct up to `pool_bytes`, the previous version.
+        let old = offset_of!(emoe_stats, cancelled_reads);
+        let mut out = emoe_stats {
+            struct_size: old as u32,
+            cancelled_reads: 99,
+            low_precision_bytes_saved: 99,
+            ..Default::default()
+        };
+        // SAFETY: a valid, writable struct.
+        unsafe { write_versioned(&mut out, value, "out") }.unwrap();
+        assert_eq!(out.struct_size as usize, old);
+        assert_eq!((out.expert_fetches, out.cancelled_reads), (1, 99));
+        assert_eq!(out.low_precision_bytes_saved, 99);
+        // The current caller, and one with a newer (larger) struct.
+        for size in [size_of::<emoe_stats>(), size_of::<emoe_stats>() + 64] {
+            let mut buf = vec![0xabu8; size_of::<emoe_stats>() + 64];
+            buf[..4].copy_from_slice(&(size as u32).to_ne_bytes());
+            let ptr = buf.as_mut_ptr().cast::<emoe_stats>();
+            // SAFETY: writable for `size` bytes.
+            unsafe { write_versioned(ptr, value, "out") }.unwrap();
+            // SAFETY: the buffer holds a whole emoe_stats (possibly unaligned).
+            let got = unsafe { ptr.read_unaligned() };
+            assert_eq!(got.struct_size as usize, size_of::<emoe_stats>());
+            assert_eq!(got.low_precision_bytes_saved, 7);
+            assert!(buf[size_of::<emoe_stats>()..].iter().all(|&b| b == 0xab));
+        }
+        for size in [0u32, 3, 65537, u32::MAX] {
+            let mut out = emoe_stats {
+                struct_size: size,
+                ..Default::default()
+            };
+            // SAFETY: a valid, writable struct.
+            let r = unsafe { write_versioned(&mut out, value, "out") };
+            assert!(matches!(r, Err(f) if f.status == emoe_status::EMOE_STATUS_INVALID_ARGUMENT));
+            assert_eq!(out.expert_fetches, 0, "nothing written on failure");
+        }
+    }
 }

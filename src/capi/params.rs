@@ -77,10 +77,24 @@ pub struct emoe_model_params {
     /// expert whose gate weight is below this share of the token's top-k mass, and that is
     /// not its top-1, is read and computed at low precision. Negative (the default): off.
     pub low_precision_threshold: f32,
+    /// Unused. Keeps the fields below past the end of the struct's previous version, whose
+    /// tail padding an older caller may have left uninitialised.
+    pub reserved0: u32,
+    /// Streaming: while the expert pool has empty slots, read the experts of the layers ahead
+    /// into them (evicting nothing), overlapped with compute, so a cold cache fills at full
+    /// bandwidth. Not with `EMOE_BACKEND_MMAP`. Default true (CLI `--no-fill-ahead` turns it
+    /// off); `emoe_stats.fill_reads` counts those reads.
+    pub fill_ahead: bool,
+    /// Streaming: a predicted expert whose preload would evict another waits until no demand
+    /// read is in flight, and is dropped when the device has no idle time for what wrong
+    /// predictions waste (`emoe_stats.dropped_preloads`). Default true; false (CLI
+    /// `--eager-preloads`): every prediction is preloaded at once, evicting if need be.
+    pub budget_aware_preloads: bool,
 }
 
 impl Default for emoe_model_params {
     fn default() -> Self {
+        let d = crate::engine::LoadOptions::default();
         emoe_model_params {
             struct_size: std::mem::size_of::<Self>() as u32,
             backend: EMOE_BACKEND_AUTO,
@@ -95,6 +109,9 @@ impl Default for emoe_model_params {
             preload_count: 0,
             policy: EMOE_POLICY_LRU,
             low_precision_threshold: -1.0,
+            reserved0: 0,
+            fill_ahead: d.fill_ahead,
+            budget_aware_preloads: d.budget_aware_preloads,
         }
     }
 }
@@ -219,6 +236,40 @@ pub(crate) unsafe fn read_versioned<T: Copy + Default>(
         std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), n);
     }
     Ok(out)
+}
+
+/// Writes a result struct whose first field is a `u32` size the caller set to the size of the
+/// struct it allocated (`sizeof` in its header): copies at most that many bytes of `value`, so
+/// a caller built against an older header (a shorter struct) gets only the fields it knows,
+/// and sets `struct_size` in the caller's struct to the number of bytes written (a caller with
+/// a newer header learns which fields this library filled).
+///
+/// # Safety
+/// `out` must be null or point to a struct whose first field is a `u32` size, writable for
+/// that many bytes.
+pub(crate) unsafe fn write_versioned<T: Copy>(
+    out: *mut T,
+    value: T,
+    what: &str,
+) -> Result<(), Failure> {
+    const { assert!(std::mem::size_of::<T>() >= 4) };
+    if out.is_null() {
+        return Err(invalid(format!("`{what}` is NULL")));
+    }
+    // SAFETY: non-null; the caller guarantees its first field, a u32 size, is readable.
+    let size = unsafe { out.cast::<u32>().read_unaligned() } as usize;
+    if !(4..=65536).contains(&size) {
+        return Err(invalid(format!(
+            "`{what}->struct_size` is {size}: set it to the struct's sizeof"
+        )));
+    }
+    let n = size.min(std::mem::size_of::<T>());
+    let mut v = value;
+    // SAFETY: every versioned struct starts with its u32 size.
+    unsafe { (&mut v as *mut T).cast::<u32>().write_unaligned(n as u32) };
+    // SAFETY: `n` bytes, at most the size of T and at most what the caller says is writable.
+    unsafe { std::ptr::copy_nonoverlapping((&v as *const T).cast::<u8>(), out.cast::<u8>(), n) };
+    Ok(())
 }
 
 /// Writes `T::default()` through `out`.

@@ -1,6 +1,7 @@
 /* The C API's contract: NULL arguments, double free of NULL, bad input, cancellation from
- * another thread, sessions usable after errors.   contract MODEL.gguf */
+ * another thread, sessions usable after errors, versioned structs.   contract MODEL.gguf */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,11 +223,69 @@ int main(int argc, char **argv) {
         EXPECT(emoe_model_set_memory_budget(budgeted, pf.min_budget) == EMOE_STATUS_OK);
         EXPECT(emoe_model_set_memory_budget(budgeted, 1) == EMOE_STATUS_BUDGET_TOO_SMALL);
         EXPECT(emoe_session_generate(bs, " more", 5, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+        /* emoe_stats is versioned by the caller's struct_size. */
+        uint64_t sentinel;
+        memset(&sentinel, 0xab, sizeof sentinel);
         emoe_stats es;
+        memset(&es, 0xab, sizeof es);
+        es.struct_size = sizeof es;
         EXPECT(emoe_model_stats(budgeted, NULL) == INVALID);
         EXPECT(emoe_model_stats(budgeted, &es) == EMOE_STATUS_OK && es.bytes_read > 0 && es.expert_fetches > 0);
+        EXPECT(es.struct_size == sizeof es);
+        EXPECT(es.cache_hits + es.preload_hits + es.misses == es.expert_fetches);
+        EXPECT(es.fill_reads <= es.preloads && es.dropped_preloads != sentinel);
+        EXPECT(es.cancelled_reads == 0 && es.low_precision_fetches == 0 && es.low_precision_reads == 0 &&
+               es.low_precision_bytes_saved == 0); /* no cancellation, no low-precision copies */
+        emoe_stats unset;
+        memset(&unset, 0, sizeof unset); /* struct_size not set: refused, nothing written */
+        EXPECT(emoe_model_stats(budgeted, &unset) == INVALID && unset.expert_fetches == 0);
+        EXPECT(strstr(emoe_model_last_error(budgeted), "struct_size") != NULL);
+        /* A caller built against the previous header: nothing past its struct_size is written. */
+        memset(&es, 0xab, sizeof es);
+        es.struct_size = offsetof(emoe_stats, cancelled_reads);
+        EXPECT(emoe_model_stats(budgeted, &es) == EMOE_STATUS_OK && es.bytes_read > 0);
+        EXPECT(es.struct_size == offsetof(emoe_stats, cancelled_reads));
+        EXPECT(es.cancelled_reads == sentinel && es.low_precision_bytes_saved == sentinel);
         emoe_session_free(bs);
         emoe_model_free(budgeted);
+    }
+
+    /* Fill-ahead (default on, as in Rust) with room for every expert: experts are read into
+       empty slots ahead of need; off, none is. Budget-aware preloads can be turned off. A
+       caller whose struct_size ends before the new fields gets their defaults. */
+    emoe_model_params_default(&mp);
+    EXPECT(mp.fill_ahead && mp.budget_aware_preloads);
+    for (int variant = 0; variant < 4; variant++) {
+        emoe_model_params_default(&mp);
+        mp.context_length = 64;
+        mp.memory_budget = pf.full_budget;
+        mp.backend = EMOE_BACKEND_PREAD;
+        mp.use_mlock = false;
+        mp.fill_ahead = variant != 1;
+        mp.budget_aware_preloads = variant != 2;
+        if (variant == 3) {
+            mp.fill_ahead = false; /* past struct_size: ignored, the default (on) applies */
+            mp.struct_size = offsetof(emoe_model_params, fill_ahead);
+        }
+        emoe_model *fm = NULL;
+        EXPECT(emoe_model_load(argv[1], &mp, &fm, error, sizeof error) == EMOE_STATUS_OK);
+        if (!fm) continue;
+        emoe_session *fs = NULL;
+        EXPECT(emoe_session_new(fm, 64, &fs) == EMOE_STATUS_OK);
+        emoe_generate_params_default(&gp);
+        gp.max_tokens = 8;
+        EXPECT(emoe_session_generate(fs, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+        emoe_stats fst;
+        memset(&fst, 0, sizeof fst);
+        fst.struct_size = sizeof fst;
+        EXPECT(emoe_model_stats(fm, &fst) == EMOE_STATUS_OK && fst.bytes_read > 0);
+        if (variant == 1) {
+            EXPECT(fst.fill_reads == 0);
+        } else {
+            EXPECT(fst.fill_reads > 0 && fst.fill_reads <= fst.preloads);
+        }
+        emoe_session_free(fs);
+        emoe_model_free(fm);
     }
     EXPECT(emoe_model_set_memory_budget(NULL, 1) == INVALID);
     EXPECT(emoe_model_set_memory_budget(model, 1 << 30) == INVALID); /* loaded without a budget */
@@ -250,6 +309,8 @@ int main(int argc, char **argv) {
             gp.max_tokens = 8;
             EXPECT(emoe_session_generate(fs, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
             emoe_stats es;
+            memset(&es, 0, sizeof es);
+            es.struct_size = sizeof es;
             EXPECT(emoe_model_stats(from_fd, &es) == EMOE_STATUS_OK && es.bytes_read > 0);
             emoe_session_free(fs);
             emoe_model_free(from_fd);
