@@ -432,6 +432,8 @@ pub(crate) fn kernel4(weight_type: GgmlType, level: Level) -> Option<Dot4Fn> {
     match level {
         #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
         Level::Avx512 => avx512::kernel4(weight_type),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::kernel4(weight_type),
         _ => {
             let _ = weight_type;
             None

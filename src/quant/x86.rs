@@ -7,17 +7,19 @@
 //! `act.qs`, `act.d`, `act.s`, `act.bsums` or `act.x`. All loads are unaligned
 //! loads (`loadu`), so GGUF rows at any address are fine.
 //!
-//! The K-quant kernels form the exact integer sum of each super-block and then
-//! apply the scales in the same order as the scalar kernels in `dot.rs`, so
-//! their results are bit-identical to the scalar ones. The float and legacy
-//! kernels accumulate in vector lanes (as ggml does) and differ from the scalar
-//! kernels only by summation order.
+//! Q2_K and Q3_K form the exact integer sum of each super-block and then apply
+//! the scales in the same order as the scalar kernels in `dot.rs`, so their
+//! results are bit-identical to the scalar ones. Q4_K, Q5_K, Q6_K, the float
+//! and the legacy kernels accumulate in vector lanes (as ggml does) and differ
+//! from the scalar kernels only by summation order. Q8_0 and Q4_K..Q6_K also
+//! come as four-activation tiles for prompts, bit-identical to four single
+//! calls.
 
 use std::arch::x86_64::*;
 
-use super::dot::{k4_min_sum, k4_scales_mins};
+use super::dot::k4_scales_mins_packed;
 use super::reference::{q3k_scales, QK_K};
-use super::{Activation, DotFn};
+use super::{Activation, Dot4Fn, DotFn};
 use crate::tensor::dtype::GgmlType;
 
 /// The AVX2 kernel for `t`, if there is one.
@@ -37,6 +39,17 @@ pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
         GgmlType::Q5K => dot_q5_k,
         GgmlType::Q6K => dot_q6_k,
         GgmlType::Q8_1 | GgmlType::Q8K => return None,
+    })
+}
+
+/// The AVX2 four-activation kernel for `t`, where one exists (see [`super::Dot4Fn`]).
+pub(crate) fn kernel4(t: GgmlType) -> Option<Dot4Fn> {
+    Some(match t {
+        GgmlType::Q8_0 => dot4_q8_0,
+        GgmlType::Q4K => dot4_q4_k,
+        GgmlType::Q5K => dot4_q5_k,
+        GgmlType::Q6K => dot4_q6_k,
+        _ => return None,
     })
 }
 
@@ -102,6 +115,14 @@ pub(crate) unsafe fn q8_k_block(x: &[f32], qs: &mut [i8], bsums: &mut [i16]) -> 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum128_ps(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
     _mm_cvtss_f32(s)
@@ -274,15 +295,37 @@ unsafe fn dot_bf16(row: &[u8], act: &Activation) -> f32 {
 /// [`DotFn`] contract; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
-    let (w, y, d) = (row.as_ptr(), act.qs.as_ptr(), act.d.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for ib in 0..act.n / 32 {
+    q8_0_tile::<1>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q8_0(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    q8_0_tile::<4>(row, acts)
+}
+
+/// Q8_0 rows times `T` activations: each token gets the operations it would get alone.
+///
+/// # Safety
+/// [`DotFn`] contract for every activation; AVX2, FMA and F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
+    let w = row.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); T];
+    for ib in 0..row.len() / 34 {
         let b = w.add(34 * ib);
-        let p = mul_sum_i8(load256(b.add(2)), load256_i8(y.add(32 * ib)));
-        let dd = _mm256_set1_ps(f16_load(b) * *d.add(ib));
-        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc);
+        let x = load256(b.add(2));
+        let d = f16_load(b);
+        for t in 0..T {
+            let a = acts[t];
+            let p = mul_sum_i8(x, load256_i8(a.qs.as_ptr().add(32 * ib)));
+            let dd = _mm256_set1_ps(d * *a.d.get_unchecked(ib));
+            acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[t]);
+        }
     }
-    hsum_ps(acc)
+    acc.map(|a| hsum_ps(a))
 }
 
 /// # Safety
@@ -453,89 +496,166 @@ unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
 /// [`DotFn`] contract; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(144).enumerate() {
-        let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let (scales, mins) = k4_scales_mins(&blk[4..16]);
-        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            let bits = load256(b.add(16 + 32 * c));
-            let lo = _mm256_and_si256(bits, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-            let plo = _mm256_maddubs_epi16(lo, load256_i8(y.add(64 * c)));
-            let phi = _mm256_maddubs_epi16(hi, load256_i8(y.add(64 * c + 32)));
-            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(scales[2 * c] as i16));
-            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(scales[2 * c + 1] as i16));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
-        }
-        let isum = hsum_epi32(sumi);
-        let yd = act.d[i];
-        sumf += (f16_load(b) * yd) * isum as f32;
-        sumf -= (f16_load(b.add(2)) * yd) * summ as f32;
-    }
-    sumf
+    k4_tile::<1, false>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q4_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    k4_tile::<4, false>(row, acts)
 }
 
 /// # Safety
 /// [`DotFn`] contract; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
+    k4_tile::<1, true>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q5_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    k4_tile::<4, true>(row, acts)
+}
+
+/// `pshufb` patterns broadcasting the 16-bit value `j` (of 8, in each 128-bit lane).
+const K4_BROADCAST: [[u8; 32]; 8] = {
+    let mut t = [[0u8; 32]; 8];
+    let mut j = 0;
+    while j < 8 {
+        let mut i = 0;
+        while i < 32 {
+            t[j][i] = (2 * j + i % 2) as u8;
+            i += 1;
+        }
+        j += 1;
+    }
+    t
+};
+
+/// Q4_K (or, with `Q5`, Q5_K) rows times `T` activations, as ggml's AVX2 kernel: scales and
+/// mins unpacked with word operations, each 32-value group's sum scaled by `vpmaddwd`, the
+/// mins applied against the activation block sums, and accumulation in float lanes with one
+/// horizontal sum per row. Each token gets the operations it would get alone.
+///
+/// # Safety
+/// [`DotFn`] contract for every activation; AVX2, FMA and F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k4_tile<const T: usize, const Q5: bool>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
+    let (block, quants) = if Q5 { (176, 48) } else { (144, 16) };
     let m4 = _mm256_set1_epi8(0x0F);
     let m1 = _mm256_set1_epi8(1);
-    let mut sumf = 0f32;
-    for (i, blk) in row.chunks_exact(176).enumerate() {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut acc_min = [_mm_setzero_ps(); T];
+    for (i, blk) in row.chunks_exact(block).enumerate() {
         let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let (scales, mins) = k4_scales_mins(&blk[4..16]);
-        let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
-        let qh = load256(b.add(16));
-        let mut sumi = _mm256_setzero_si256();
+        let (scales, mins) = k4_scales_mins_packed(&*(b.add(4) as *const [u8; 12]));
+        let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
+        let scales =
+            _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
+        let (d, dmin) = (f16_load(b), f16_load(b.add(2)));
+        let qh = if Q5 {
+            load256(b.add(16))
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut sumi = [_mm256_setzero_si256(); T];
         for c in 0..4 {
-            let bits = load256(b.add(48 + 32 * c));
-            let h_lo = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)), m1);
-            let h_hi = _mm256_and_si256(
-                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32 + 1)),
-                m1,
-            );
-            let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h_lo));
-            let hi = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-                _mm256_slli_epi16::<4>(h_hi),
-            );
-            let plo = _mm256_maddubs_epi16(lo, load256_i8(y.add(64 * c)));
-            let phi = _mm256_maddubs_epi16(hi, load256_i8(y.add(64 * c + 32)));
-            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(scales[2 * c] as i16));
-            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(scales[2 * c + 1] as i16));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+            // 32 bytes: low nibbles are values 64c..64c + 32 (scale 2c), high nibbles the
+            // next 32 (scale 2c + 1).
+            let bits = load256(b.add(quants + 32 * c));
+            let mut lo = _mm256_and_si256(bits, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            if Q5 {
+                // Bit 2c of qh[l] is the fifth bit of low-nibble value l, bit 2c + 1 of the
+                // high-nibble one.
+                let shift = _mm_cvtsi32_si128(2 * c as i32);
+                let h = _mm256_srl_epi16(qh, shift);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(_mm256_and_si256(h, m1)));
+                let h = _mm256_srli_epi16::<1>(h);
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(_mm256_and_si256(h, m1)));
+            }
+            let s_lo = _mm256_shuffle_epi8(scales, load256(K4_BROADCAST[2 * c].as_ptr()));
+            let s_hi = _mm256_shuffle_epi8(scales, load256(K4_BROADCAST[2 * c + 1].as_ptr()));
+            for t in 0..T {
+                let y = acts[t].qs.as_ptr().add(QK_K * i + 64 * c);
+                // u5 x i8 pair sums fit i16 (at most 2 * 31 * 128).
+                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load256_i8(y)), s_lo);
+                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load256_i8(y.add(32))), s_hi);
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p_lo, p_hi));
+            }
         }
-        let isum = hsum_epi32(sumi);
-        let yd = act.d[i];
-        sumf += (f16_load(b) * yd) * isum as f32;
-        sumf -= (f16_load(b.add(2)) * yd) * summ as f32;
+        for t in 0..T {
+            let a = acts[t];
+            // Block sums of 16 pairwise added: one per 32-value group, against its min.
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * i) as *const __m256i);
+            let pairs = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
+            let summ = _mm_madd_epi16(mins, pairs);
+            let yd = *a.d.get_unchecked(i);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * yd), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            acc_min[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * yd), _mm_cvtepi32_ps(summ), acc_min[t]);
+        }
     }
-    sumf
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps(acc[t]) - hsum128_ps(acc_min[t]);
+    }
+    out
 }
 
 /// # Safety
 /// [`DotFn`] contract; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
+    q6_k_tile::<1>(row, &[act])[0]
+}
+
+/// # Safety
+/// [`Dot4Fn`] contract; AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q6_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+    q6_k_tile::<4>(row, acts)
+}
+
+/// `pshufb` patterns for Q6_K: bytes `is` (8 times) then `is + 1` (8 times), for `is = 2k`.
+const Q6K_PAIR: [[u8; 16]; 8] = {
+    let mut t = [[0u8; 16]; 8];
+    let mut k = 0;
+    while k < 8 {
+        let mut i = 0;
+        while i < 16 {
+            t[k][i] = (2 * k + i / 8) as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// Q6_K rows times `T` activations, accumulated in float lanes with one horizontal sum per
+/// row; the -32 offset of every value is applied once per block against the activation
+/// block sums. Each token gets the operations it would get alone.
+///
+/// # Safety
+/// [`DotFn`] contract for every activation; AVX2, FMA and F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(3);
-    let mut sumf = 0f32;
+    let mut acc = [_mm256_setzero_ps(); T];
     for (i, blk) in row.chunks_exact(210).enumerate() {
         let b = blk.as_ptr();
-        let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = &blk[192..208];
-        let bsums = &act.bsums[16 * i..16 * i + 16];
-        let mut corr = 0i32;
-        for j in 0..16 {
-            corr += (sc[j] as i8) as i32 * bsums[j] as i32;
-        }
-        let mut sumi = _mm256_setzero_si256();
+        let sc8 = _mm_loadu_si128(b.add(192) as *const __m128i);
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let d = f16_load(b.add(208));
+        let mut sumi = [_mm256_setzero_si256(); T];
         for c in 0..2 {
             let ql0 = load256(b.add(64 * c));
             let ql1 = load256(b.add(64 * c + 32));
@@ -552,15 +672,26 @@ unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), h3),
             ];
             for (k, qk) in q.into_iter().enumerate() {
-                let p = _mm256_maddubs_epi16(qk, load256_i8(y.add(128 * c + 32 * k)));
-                let is = 8 * c + 2 * k;
-                let scv = scales2((sc[is] as i8) as i16, (sc[is + 1] as i8) as i16);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+                // Scale 8c + 2k for the first 16 values, 8c + 2k + 1 for the next 16.
+                let pick = _mm_loadu_si128(Q6K_PAIR[4 * c + k].as_ptr() as *const __m128i);
+                let scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+                for t in 0..T {
+                    let y = acts[t].qs.as_ptr().add(QK_K * i + 128 * c + 32 * k);
+                    // u6 x i8 pair sums fit i16 (at most 2 * 63 * 128).
+                    let p = _mm256_maddubs_epi16(qk, load256_i8(y));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, scv));
+                }
             }
         }
-        let isum = hsum_epi32(sumi) - 32 * corr;
-        let d = f16_load(b.add(208)) * act.d[i];
-        sumf += d * isum as f32;
+        for t in 0..T {
+            let a = acts[t];
+            // The -32 offset: 32 * sum of scale j times the sum of its 16 activations.
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * i) as *const __m256i);
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, sc16));
+            let s = _mm256_sub_epi32(sumi[t], offset);
+            let dy = d * *a.d.get_unchecked(i);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dy), _mm256_cvtepi32_ps(s), acc[t]);
+        }
     }
-    sumf
+    acc.map(|a| hsum_ps(a))
 }
