@@ -283,6 +283,8 @@ pub(crate) fn k4_scales_mins(sc: &[u8]) -> ([u8; 8], [u8; 8]) {
 /// The 8 scales and the 8 mins of a Q4_K / Q5_K block (the 12 bytes at `sc`), byte `j` of
 /// each `u64` holding value `j`: the same values as [`k4_scales_mins`], unpacked with a few
 /// word operations instead of 16 byte-wise ones (the SIMD kernels widen them in one step).
+// Only the x86 kernels use it (and the tests, everywhere).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn k4_scales_mins_packed(sc: &[u8; 12]) -> (u64, u64) {
     const LOW6: u64 = 0x3f3f_3f3f;

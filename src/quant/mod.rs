@@ -434,6 +434,10 @@ pub(crate) fn kernel4(weight_type: GgmlType, level: Level) -> Option<Dot4Fn> {
         Level::Avx512 => avx512::kernel4(weight_type),
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => x86::kernel4(weight_type),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => neon::kernel4(weight_type),
+        #[cfg(target_arch = "aarch64")]
+        Level::NeonDot => neon::kernel4_dotprod(weight_type),
         _ => {
             let _ = weight_type;
             None

@@ -22,7 +22,7 @@ use std::arch::asm;
 
 use super::dot::{k4_min_sum, k4_scales_mins};
 use super::reference::{f16_at, q3k_scales, QK_K};
-use super::{Activation, DotFn};
+use super::{Activation, Dot4Fn, DotFn};
 use crate::tensor::dtype::GgmlType;
 
 /// The base-NEON kernel for `t`, if there is one.
@@ -33,6 +33,16 @@ pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
         GgmlType::BF16 => dot_bf16,
         _ => return base::kernel(t),
     })
+}
+
+/// The base-NEON four-activation kernel for `t`, where one exists.
+pub(crate) fn kernel4(t: GgmlType) -> Option<Dot4Fn> {
+    base::kernel4(t)
+}
+
+/// The NEON + dotprod four-activation kernel for `t`, where one exists.
+pub(crate) fn kernel4_dotprod(t: GgmlType) -> Option<Dot4Fn> {
+    sdot::kernel4(t)
 }
 
 /// The NEON + dotprod kernel for `t`, if there is one (float types: the base-NEON ones).
@@ -255,6 +265,17 @@ macro_rules! int_kernels {
             })
         }
 
+        /// The four-activation kernel for `t`, where one exists (see [`Dot4Fn`]).
+        pub(super) fn kernel4(t: GgmlType) -> Option<Dot4Fn> {
+            Some(match t {
+                GgmlType::Q8_0 => dot4_q8_0,
+                GgmlType::Q4K => dot4_q4_k,
+                GgmlType::Q5K => dot4_q5_k,
+                GgmlType::Q6K => dot4_q6_k,
+                _ => return None,
+            })
+        }
+
         // ---------------------------------------------------------------------------
         // Legacy 32-element formats
         // ---------------------------------------------------------------------------
@@ -263,18 +284,34 @@ macro_rules! int_kernels {
         /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot_q8_0(row: &[u8], act: &Activation) -> f32 {
-            let y = act.qs.as_ptr();
-            let mut sumf = 0f32;
+            q8_0_tile::<1>(row, &[act])[0]
+        }
+
+        /// # Safety
+        /// [`Dot4Fn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot4_q8_0(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+            q8_0_tile::<4>(row, acts)
+        }
+
+        /// Q8_0 rows times `T` activations, each with the operations it gets alone.
+        ///
+        /// # Safety
+        /// [`DotFn`] contract for every activation; the CPU has the kernel's features.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q8_0_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
+            let mut sumf = [0f32; T];
             for (ib, blk) in row.chunks_exact(34).enumerate() {
                 let b = blk.as_ptr();
-                let yb = y.add(32 * ib);
-                let acc = $dot!(
-                    $dot!(vdupq_n_s32(0), ld_i8(b.add(2) as *const i8), ld_i8(yb)),
-                    ld_i8(b.add(18) as *const i8),
-                    ld_i8(yb.add(16))
-                );
-                let sumi = vaddvq_s32(acc);
-                sumf += sumi as f32 * (f16_at(blk, 0) * act.d[ib]);
+                let (x0, x1) = (ld_i8(b.add(2) as *const i8), ld_i8(b.add(18) as *const i8));
+                let d = f16_at(blk, 0);
+                for t in 0..T {
+                    let yb = acts[t].qs.as_ptr().add(32 * ib);
+                    let acc = $dot!($dot!(vdupq_n_s32(0), x0, ld_i8(yb)), x1, ld_i8(yb.add(16)));
+                    let sumi = vaddvq_s32(acc);
+                    sumf[t] += sumi as f32 * (d * acts[t].d[ib]);
+                }
             }
             sumf
         }
@@ -466,35 +503,55 @@ macro_rules! int_kernels {
         /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
+            q4_k_tile::<1>(row, &[act])[0]
+        }
+
+        /// # Safety
+        /// [`Dot4Fn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot4_q4_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+            q4_k_tile::<4>(row, acts)
+        }
+
+        /// Q4_K rows times `T` activations, each with the operations it gets alone.
+        ///
+        /// # Safety
+        /// [`DotFn`] contract for every activation; the CPU has the kernel's features.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q4_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
             let m4 = vdupq_n_u8(0x0F);
-            let mut sumf = 0f32;
+            let mut sumf = [0f32; T];
             for (i, blk) in row.chunks_exact(144).enumerate() {
                 let b = blk.as_ptr();
-                let y = act.qs.as_ptr().add(QK_K * i);
                 let (scales, mins) = k4_scales_mins(&blk[4..16]);
-                let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
-                let mut acc = vdupq_n_s32(0);
+                let mut acc = [vdupq_n_s32(0); T];
                 for c in 0..4 {
                     let q0 = ld_u8(b.add(16 + 32 * c));
                     let q1 = ld_u8(b.add(32 + 32 * c));
-                    let yb = y.add(64 * c);
-                    let lo = $dot!(
-                        $dot!(vdupq_n_s32(0), s8(vandq_u8(q0, m4)), ld_i8(yb)),
-                        s8(vandq_u8(q1, m4)),
-                        ld_i8(yb.add(16))
-                    );
-                    let hi = $dot!(
-                        $dot!(vdupq_n_s32(0), s8(vshrq_n_u8::<4>(q0)), ld_i8(yb.add(32))),
-                        s8(vshrq_n_u8::<4>(q1)),
-                        ld_i8(yb.add(48))
-                    );
-                    acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
-                    acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
+                    let (l0, l1) = (s8(vandq_u8(q0, m4)), s8(vandq_u8(q1, m4)));
+                    let (h0, h1) = (s8(vshrq_n_u8::<4>(q0)), s8(vshrq_n_u8::<4>(q1)));
+                    for t in 0..T {
+                        let yb = acts[t].qs.as_ptr().add(QK_K * i + 64 * c);
+                        let lo = $dot!($dot!(vdupq_n_s32(0), l0, ld_i8(yb)), l1, ld_i8(yb.add(16)));
+                        let hi = $dot!(
+                            $dot!(vdupq_n_s32(0), h0, ld_i8(yb.add(32))),
+                            h1,
+                            ld_i8(yb.add(48))
+                        );
+                        acc[t] = vmlaq_n_s32(acc[t], lo, scales[2 * c] as i32);
+                        acc[t] = vmlaq_n_s32(acc[t], hi, scales[2 * c + 1] as i32);
+                    }
                 }
-                let isum = vaddvq_s32(acc);
-                let yd = act.d[i];
-                sumf += (f16_at(blk, 0) * yd) * isum as f32;
-                sumf -= (f16_at(blk, 2) * yd) * summ as f32;
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                for t in 0..T {
+                    let a = acts[t];
+                    let summ = k4_min_sum(&a.bsums[16 * i..16 * i + 16], &mins);
+                    let isum = vaddvq_s32(acc[t]);
+                    let yd = a.d[i];
+                    sumf[t] += (d * yd) * isum as f32;
+                    sumf[t] -= (dmin * yd) * summ as f32;
+                }
             }
             sumf
         }
@@ -503,40 +560,68 @@ macro_rules! int_kernels {
         /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
+            q5_k_tile::<1>(row, &[act])[0]
+        }
+
+        /// # Safety
+        /// [`Dot4Fn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot4_q5_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+            q5_k_tile::<4>(row, acts)
+        }
+
+        /// Q5_K rows times `T` activations, each with the operations it gets alone.
+        ///
+        /// # Safety
+        /// [`DotFn`] contract for every activation; the CPU has the kernel's features.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q5_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
             let m4 = vdupq_n_u8(0x0F);
             let m16 = vdupq_n_u8(0x10);
-            let mut sumf = 0f32;
+            let mut sumf = [0f32; T];
             for (i, blk) in row.chunks_exact(176).enumerate() {
                 let b = blk.as_ptr();
-                let y = act.qs.as_ptr().add(QK_K * i);
                 let (scales, mins) = k4_scales_mins(&blk[4..16]);
-                let summ = k4_min_sum(&act.bsums[16 * i..16 * i + 16], &mins);
                 let qh = [ld_u8(b.add(16)), ld_u8(b.add(32))];
-                let mut acc = vdupq_n_s32(0);
+                let mut acc = [vdupq_n_s32(0); T];
                 for c in 0..4 {
                     let q = [ld_u8(b.add(48 + 32 * c)), ld_u8(b.add(64 + 32 * c))];
                     let u1 = vdupq_n_u8(1 << (2 * c));
                     let u2 = vdupq_n_u8(2 << (2 * c));
-                    let yb = y.add(64 * c);
-                    let mut lo = vdupq_n_s32(0);
-                    let mut hi = vdupq_n_s32(0);
+                    let mut l = [vdupq_n_s8(0); 2];
+                    let mut h = [vdupq_n_s8(0); 2];
                     for part in 0..2 {
-                        let l =
-                            vorrq_u8(vandq_u8(q[part], m4), vandq_u8(vtstq_u8(qh[part], u1), m16));
-                        let h = vorrq_u8(
+                        l[part] = s8(vorrq_u8(
+                            vandq_u8(q[part], m4),
+                            vandq_u8(vtstq_u8(qh[part], u1), m16),
+                        ));
+                        h[part] = s8(vorrq_u8(
                             vshrq_n_u8::<4>(q[part]),
                             vandq_u8(vtstq_u8(qh[part], u2), m16),
-                        );
-                        lo = $dot!(lo, s8(l), ld_i8(yb.add(16 * part)));
-                        hi = $dot!(hi, s8(h), ld_i8(yb.add(32 + 16 * part)));
+                        ));
                     }
-                    acc = vmlaq_n_s32(acc, lo, scales[2 * c] as i32);
-                    acc = vmlaq_n_s32(acc, hi, scales[2 * c + 1] as i32);
+                    for t in 0..T {
+                        let yb = acts[t].qs.as_ptr().add(QK_K * i + 64 * c);
+                        let mut lo = vdupq_n_s32(0);
+                        let mut hi = vdupq_n_s32(0);
+                        for part in 0..2 {
+                            lo = $dot!(lo, l[part], ld_i8(yb.add(16 * part)));
+                            hi = $dot!(hi, h[part], ld_i8(yb.add(32 + 16 * part)));
+                        }
+                        acc[t] = vmlaq_n_s32(acc[t], lo, scales[2 * c] as i32);
+                        acc[t] = vmlaq_n_s32(acc[t], hi, scales[2 * c + 1] as i32);
+                    }
                 }
-                let isum = vaddvq_s32(acc);
-                let yd = act.d[i];
-                sumf += (f16_at(blk, 0) * yd) * isum as f32;
-                sumf -= (f16_at(blk, 2) * yd) * summ as f32;
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                for t in 0..T {
+                    let a = acts[t];
+                    let summ = k4_min_sum(&a.bsums[16 * i..16 * i + 16], &mins);
+                    let isum = vaddvq_s32(acc[t]);
+                    let yd = a.d[i];
+                    sumf[t] += (d * yd) * isum as f32;
+                    sumf[t] -= (dmin * yd) * summ as f32;
+                }
             }
             sumf
         }
@@ -545,15 +630,31 @@ macro_rules! int_kernels {
         /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot_q6_k(row: &[u8], act: &Activation) -> f32 {
+            q6_k_tile::<1>(row, &[act])[0]
+        }
+
+        /// # Safety
+        /// [`Dot4Fn`] contract; the CPU has the features this kernel is compiled with.
+        #[target_feature(enable = $feat)]
+        unsafe fn dot4_q6_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
+            q6_k_tile::<4>(row, acts)
+        }
+
+        /// Q6_K rows times `T` activations, each with the operations it gets alone.
+        ///
+        /// # Safety
+        /// [`DotFn`] contract for every activation; the CPU has the kernel's features.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn q6_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
             let m4 = vdupq_n_u8(0x0F);
             let m3 = vdupq_n_u8(3);
             let m32 = vdupq_n_s8(32);
-            let mut sumf = 0f32;
+            let mut sumf = [0f32; T];
             for (i, blk) in row.chunks_exact(210).enumerate() {
                 let b = blk.as_ptr();
-                let y = act.qs.as_ptr().add(QK_K * i);
                 let sc = &blk[192..208];
-                let mut acc = vdupq_n_s32(0);
+                let mut acc = [vdupq_n_s32(0); T];
                 for c in 0..2 {
                     for k in 0..2 {
                         let ql0 = ld_u8(b.add(64 * c + 16 * k));
@@ -573,15 +674,21 @@ macro_rules! int_kernels {
                         ];
                         for (m, qm) in q.into_iter().enumerate() {
                             let v = vsubq_s8(s8(qm), m32);
-                            let yb = y.add(128 * c + 32 * m + 16 * k);
                             let scale = (sc[8 * c + 2 * m + k] as i8) as i32;
-                            acc = vmlaq_n_s32(acc, $dot!(vdupq_n_s32(0), v, ld_i8(yb)), scale);
+                            for t in 0..T {
+                                let y = acts[t].qs.as_ptr().add(QK_K * i);
+                                let yb = y.add(128 * c + 32 * m + 16 * k);
+                                let p = $dot!(vdupq_n_s32(0), v, ld_i8(yb));
+                                acc[t] = vmlaq_n_s32(acc[t], p, scale);
+                            }
                         }
                     }
                 }
-                let isum = vaddvq_s32(acc);
-                let d = f16_at(blk, 208) * act.d[i];
-                sumf += d * isum as f32;
+                let d = f16_at(blk, 208);
+                for t in 0..T {
+                    let isum = vaddvq_s32(acc[t]);
+                    sumf[t] += (d * acts[t].d[i]) * isum as f32;
+                }
             }
             sumf
         }
