@@ -601,6 +601,12 @@ pub trait ProductSink {
     fn holds(&self, rows: usize, vectors: usize) -> bool;
     /// Stores the product of row `row` and vector `vector`.
     fn put(&mut self, row: usize, vector: usize, value: f32);
+    /// Stores the products of rows `row..` and vector `vector`.
+    fn put_run(&mut self, row: usize, vector: usize, values: impl ExactSizeIterator<Item = f32>) {
+        for (i, v) in values.enumerate() {
+            self.put(row + i, vector, v);
+        }
+    }
 }
 
 /// Products stored vector-major: `out[t * rows + r]`, one output vector after another (what
@@ -622,6 +628,15 @@ impl ProductSink for VectorMajor<'_> {
     #[inline]
     fn put(&mut self, row: usize, vector: usize, value: f32) {
         self.out[vector * self.rows + row] = value;
+    }
+
+    #[inline]
+    fn put_run(&mut self, row: usize, vector: usize, values: impl ExactSizeIterator<Item = f32>) {
+        let start = vector * self.rows + row;
+        let dst = &mut self.out[start..start + values.len()];
+        for (d, v) in dst.iter_mut().zip(values) {
+            *d = v;
+        }
     }
 }
 
@@ -678,33 +693,44 @@ pub fn matmat(
     // Blocks of rows small enough to stay in the L1 cache with four activations, so that each
     // weight row is decoded once per four vectors and each activation is read from L2 once
     // per block of rows rather than once per row.
-    let block_rows = (MATMAT_ROW_BLOCK_BYTES / rb).max(1);
+    let block_rows = (MATMAT_ROW_BLOCK_BYTES / rb).clamp(1, MATMAT_MAX_BLOCK_ROWS);
     for r0 in (0..rows).step_by(block_rows) {
         let r1 = (r0 + block_rows).min(rows);
         let block = &weights[r0 * rb..r1 * rb];
         let mut t0 = 0;
         if let Some(f4) = f4 {
-            while t0 + 4 <= n {
-                let quad = [&acts[t0], &acts[t0 + 1], &acts[t0 + 2], &acts[t0 + 3]];
-                for (r, row) in (r0..r1).zip(block.chunks_exact(rb)) {
+            // Quads of vectors; a last group of two or three is padded with copies of its
+            // last vector (whose extra results are dropped): cheaper than decoding each
+            // weight row two or three times, and each vector's result is unchanged.
+            while n - t0 >= 2 {
+                let quad: [&Activation; 4] = std::array::from_fn(|i| &acts[(t0 + i).min(n - 1)]);
+                let take = (n - t0).min(4);
+                let mut vals = [[0f32; 4]; MATMAT_MAX_BLOCK_ROWS];
+                for (v, row) in vals.iter_mut().zip(block.chunks_exact(rb)) {
                     // SAFETY: every row is exactly `rb` bytes, which matches every activation
                     // (checked above); the kernel's instruction set was detected by `level()`.
-                    let v = unsafe { f4(row, &quad) };
-                    for (i, v) in v.into_iter().enumerate() {
-                        out.put(r, t0 + i, v);
-                    }
+                    *v = unsafe { f4(row, &quad) };
                 }
-                t0 += 4;
+                for i in 0..take {
+                    out.put_run(r0, t0 + i, (0..r1 - r0).map(|r| vals[r][i]));
+                }
+                t0 += take;
             }
         }
         for (t, act) in acts.iter().enumerate().skip(t0) {
-            for (r, row) in (r0..r1).zip(block.chunks_exact(rb)) {
+            let mut vals = [0f32; MATMAT_MAX_BLOCK_ROWS];
+            for (v, row) in vals.iter_mut().zip(block.chunks_exact(rb)) {
                 // SAFETY: as above.
-                out.put(r, t, unsafe { f(row, act) });
+                *v = unsafe { f(row, act) };
             }
+            out.put_run(r0, t, vals[..r1 - r0].iter().copied());
         }
     }
 }
+
+/// The most rows [`matmat`] multiplies per block (its results are gathered on the stack
+/// before being stored).
+const MATMAT_MAX_BLOCK_ROWS: usize = 128;
 
 /// Bytes of weight rows [`matmat`] multiplies by each group of vectors before moving on: with
 /// four prepared activations (about 4.5 KiB per 1024 columns) they fit a 32 KiB L1 cache.
