@@ -601,12 +601,6 @@ pub trait ProductSink {
     fn holds(&self, rows: usize, vectors: usize) -> bool;
     /// Stores the product of row `row` and vector `vector`.
     fn put(&mut self, row: usize, vector: usize, value: f32);
-    /// Stores the products of rows `row..` and vector `vector`.
-    fn put_run(&mut self, row: usize, vector: usize, values: impl ExactSizeIterator<Item = f32>) {
-        for (i, v) in values.enumerate() {
-            self.put(row + i, vector, v);
-        }
-    }
 }
 
 /// Products stored vector-major: `out[t * rows + r]`, one output vector after another (what
@@ -628,15 +622,6 @@ impl ProductSink for VectorMajor<'_> {
     #[inline]
     fn put(&mut self, row: usize, vector: usize, value: f32) {
         self.out[vector * self.rows + row] = value;
-    }
-
-    #[inline]
-    fn put_run(&mut self, row: usize, vector: usize, values: impl ExactSizeIterator<Item = f32>) {
-        let start = vector * self.rows + row;
-        let dst = &mut self.out[start..start + values.len()];
-        for (d, v) in dst.iter_mut().zip(values) {
-            *d = v;
-        }
     }
 }
 
@@ -693,7 +678,7 @@ pub fn matmat(
     // Blocks of rows small enough to stay in the L1 cache with four activations, so that each
     // weight row is decoded once per four vectors and each activation is read from L2 once
     // per block of rows rather than once per row.
-    let block_rows = (MATMAT_ROW_BLOCK_BYTES / rb).clamp(1, MATMAT_MAX_BLOCK_ROWS);
+    let block_rows = (MATMAT_ROW_BLOCK_BYTES / rb).max(1);
     for r0 in (0..rows).step_by(block_rows) {
         let r1 = (r0 + block_rows).min(rows);
         let block = &weights[r0 * rb..r1 * rb];
@@ -705,32 +690,25 @@ pub fn matmat(
             while n - t0 >= 2 {
                 let quad: [&Activation; 4] = std::array::from_fn(|i| &acts[(t0 + i).min(n - 1)]);
                 let take = (n - t0).min(4);
-                let mut vals = [[0f32; 4]; MATMAT_MAX_BLOCK_ROWS];
-                for (v, row) in vals.iter_mut().zip(block.chunks_exact(rb)) {
+                for (r, row) in (r0..r1).zip(block.chunks_exact(rb)) {
                     // SAFETY: every row is exactly `rb` bytes, which matches every activation
                     // (checked above); the kernel's instruction set was detected by `level()`.
-                    *v = unsafe { f4(row, &quad) };
-                }
-                for i in 0..take {
-                    out.put_run(r0, t0 + i, (0..r1 - r0).map(|r| vals[r][i]));
+                    let v = unsafe { f4(row, &quad) };
+                    for (i, &v) in v[..take].iter().enumerate() {
+                        out.put(r, t0 + i, v);
+                    }
                 }
                 t0 += take;
             }
         }
         for (t, act) in acts.iter().enumerate().skip(t0) {
-            let mut vals = [0f32; MATMAT_MAX_BLOCK_ROWS];
-            for (v, row) in vals.iter_mut().zip(block.chunks_exact(rb)) {
+            for (r, row) in (r0..r1).zip(block.chunks_exact(rb)) {
                 // SAFETY: as above.
-                *v = unsafe { f(row, act) };
+                out.put(r, t, unsafe { f(row, act) });
             }
-            out.put_run(r0, t, vals[..r1 - r0].iter().copied());
         }
     }
 }
-
-/// The most rows [`matmat`] multiplies per block (its results are gathered on the stack
-/// before being stored).
-const MATMAT_MAX_BLOCK_ROWS: usize = 128;
 
 /// Bytes of weight rows [`matmat`] multiplies by each group of vectors before moving on: with
 /// four prepared activations (about 4.5 KiB per 1024 columns) they fit a 32 KiB L1 cache.

@@ -292,25 +292,6 @@ impl crate::quant::ProductSink for RowSlab<'_> {
         // it, and no other slab of the call holds rows `start..end`.
         unsafe { *self.base.add(vector * self.rows + self.start + row) = value }
     }
-
-    #[inline]
-    fn put_run(&mut self, row: usize, vector: usize, values: impl ExactSizeIterator<Item = f32>) {
-        let len = values.len();
-        assert!(
-            row + len <= self.end - self.start && vector < self.vectors,
-            "row slab overrun"
-        );
-        // SAFETY: as in `put`, for each of the `len` rows `row..row + len`, all inside the slab.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.base.add(vector * self.rows + self.start + row),
-                len,
-            )
-        };
-        for (d, v) in dst.iter_mut().zip(values) {
-            *d = v;
-        }
-    }
 }
 
 /// A raw pointer that may cross threads; the code using it proves disjoint access.
