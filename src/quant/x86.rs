@@ -53,13 +53,40 @@ pub(crate) fn kernel4(t: GgmlType) -> Option<Dot4Fn> {
     })
 }
 
-/// [`super::dot::f32_dot`] compiled for AVX2: the same operations in ymm registers.
+/// [`super::dot::f32_dot`] in ymm registers: the same operations in the same order, so the
+/// same bits (LLVM does not vectorise the portable loop by itself).
 ///
 /// # Safety
 /// AVX2 available.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
-    super::dot::f32_dot(a, b)
+    let n = a.len().min(b.len());
+    let full = n / 8 * 8;
+    let mut acc = _mm256_setzero_ps();
+    for i in (0..full).step_by(8) {
+        let p = _mm256_mul_ps(
+            _mm256_loadu_ps(b.as_ptr().add(i)),
+            _mm256_loadu_ps(a.as_ptr().add(i)),
+        );
+        acc = _mm256_add_ps(acc, p);
+    }
+    let mut tail = 0f32;
+    for j in full..n {
+        tail += b[j] * a[j];
+    }
+    lanes_sum(acc) + tail
+}
+
+/// The 8 lanes summed as [`super::dot`]'s `lanes_dot` combines its accumulators:
+/// `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lanes_sum(v: __m256) -> f32 {
+    // [a0 + a4, a1 + a5, a2 + a6, a3 + a7]
+    let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    // Lane 0: v0 + v1; lane 2: v2 + v3.
+    let s = _mm_add_ps(v, _mm_movehdup_ps(v));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehl_ps(s, s)))
 }
 
 /// [`super::dot::f32_axpy`] compiled for AVX2.
@@ -71,13 +98,34 @@ pub(crate) unsafe fn f32_axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     super::dot::f32_axpy(alpha, x, y)
 }
 
-/// [`super::dot::f32_dot4`] compiled for AVX2.
+/// [`super::dot::f32_dot4`] in ymm registers (the same bits; LLVM vectorised the portable
+/// loop across the four vectors instead, with spills).
 ///
 /// # Safety
 /// AVX2 available.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn f32_dot4(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
-    super::dot::f32_dot4(a, bs)
+    let n = a.len();
+    if bs.iter().any(|b| b.len() != n) {
+        return bs.map(|b| f32_dot(a, b));
+    }
+    let full = n / 8 * 8;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in (0..full).step_by(8) {
+        let x = _mm256_loadu_ps(a.as_ptr().add(i));
+        for (acc, b) in acc.iter_mut().zip(bs) {
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(_mm256_loadu_ps(b.as_ptr().add(i)), x));
+        }
+    }
+    let mut out = [0f32; 4];
+    for ((o, acc), b) in out.iter_mut().zip(acc).zip(bs) {
+        let mut tail = 0f32;
+        for j in full..n {
+            tail += b[j] * a[j];
+        }
+        *o = lanes_sum(acc) + tail;
+    }
+    out
 }
 
 /// [`super::dot::f32_axpy4`] compiled for AVX2.
