@@ -503,112 +503,88 @@ macro_rules! int_kernels {
         /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot_q4_k(row: &[u8], act: &Activation) -> f32 {
-            q4_k_tile::<1>(row, &[act])[0]
+            k4_tile::<1, false>(row, &[act])[0]
         }
 
         /// # Safety
         /// [`Dot4Fn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot4_q4_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
-            q4_k_tile::<4>(row, acts)
-        }
-
-        /// Q4_K rows times `T` activations, each with the operations it gets alone.
-        ///
-        /// # Safety
-        /// [`DotFn`] contract for every activation; the CPU has the kernel's features.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        unsafe fn q4_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
-            let m4 = vdupq_n_u8(0x0F);
-            let mut sumf = [0f32; T];
-            for (i, blk) in row.chunks_exact(144).enumerate() {
-                let b = blk.as_ptr();
-                let (scales, mins) = k4_scales_mins(&blk[4..16]);
-                let mut acc = [vdupq_n_s32(0); T];
-                for c in 0..4 {
-                    let q0 = ld_u8(b.add(16 + 32 * c));
-                    let q1 = ld_u8(b.add(32 + 32 * c));
-                    let (l0, l1) = (s8(vandq_u8(q0, m4)), s8(vandq_u8(q1, m4)));
-                    let (h0, h1) = (s8(vshrq_n_u8::<4>(q0)), s8(vshrq_n_u8::<4>(q1)));
-                    for t in 0..T {
-                        let yb = acts[t].qs.as_ptr().add(QK_K * i + 64 * c);
-                        let lo = $dot!($dot!(vdupq_n_s32(0), l0, ld_i8(yb)), l1, ld_i8(yb.add(16)));
-                        let hi = $dot!(
-                            $dot!(vdupq_n_s32(0), h0, ld_i8(yb.add(32))),
-                            h1,
-                            ld_i8(yb.add(48))
-                        );
-                        acc[t] = vmlaq_n_s32(acc[t], lo, scales[2 * c] as i32);
-                        acc[t] = vmlaq_n_s32(acc[t], hi, scales[2 * c + 1] as i32);
-                    }
-                }
-                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-                for t in 0..T {
-                    let a = acts[t];
-                    let summ = k4_min_sum(&a.bsums[16 * i..16 * i + 16], &mins);
-                    let isum = vaddvq_s32(acc[t]);
-                    let yd = a.d[i];
-                    sumf[t] += (d * yd) * isum as f32;
-                    sumf[t] -= (dmin * yd) * summ as f32;
-                }
-            }
-            sumf
+            k4_tile::<4, false>(row, acts)
         }
 
         /// # Safety
         /// [`DotFn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot_q5_k(row: &[u8], act: &Activation) -> f32 {
-            q5_k_tile::<1>(row, &[act])[0]
+            k4_tile::<1, true>(row, &[act])[0]
         }
 
         /// # Safety
         /// [`Dot4Fn`] contract; the CPU has the features this kernel is compiled with.
         #[target_feature(enable = $feat)]
         unsafe fn dot4_q5_k(row: &[u8], acts: &[&Activation; 4]) -> [f32; 4] {
-            q5_k_tile::<4>(row, acts)
+            k4_tile::<4, true>(row, acts)
         }
 
-        /// Q5_K rows times `T` activations, each with the operations it gets alone.
+        /// Q4_K (or, with `Q5`, Q5_K) rows times `T` activations, each with the operations
+        /// it gets alone: the exact integer sum of each super-block, then the scales in the
+        /// scalar kernels' order (so the same bits as `dot.rs`).
         ///
         /// # Safety
         /// [`DotFn`] contract for every activation; the CPU has the kernel's features.
         #[inline]
         #[target_feature(enable = $feat)]
-        unsafe fn q5_k_tile<const T: usize>(row: &[u8], acts: &[&Activation; T]) -> [f32; T] {
+        unsafe fn k4_tile<const T: usize, const Q5: bool>(
+            row: &[u8],
+            acts: &[&Activation; T],
+        ) -> [f32; T] {
+            let (block, quants) = if Q5 { (176, 48) } else { (144, 16) };
             let m4 = vdupq_n_u8(0x0F);
             let m16 = vdupq_n_u8(0x10);
             let mut sumf = [0f32; T];
-            for (i, blk) in row.chunks_exact(176).enumerate() {
+            for (i, blk) in row.chunks_exact(block).enumerate() {
                 let b = blk.as_ptr();
                 let (scales, mins) = k4_scales_mins(&blk[4..16]);
-                let qh = [ld_u8(b.add(16)), ld_u8(b.add(32))];
+                let qh = if Q5 {
+                    [ld_u8(b.add(16)), ld_u8(b.add(32))]
+                } else {
+                    [vdupq_n_u8(0); 2]
+                };
                 let mut acc = [vdupq_n_s32(0); T];
                 for c in 0..4 {
-                    let q = [ld_u8(b.add(48 + 32 * c)), ld_u8(b.add(64 + 32 * c))];
-                    let u1 = vdupq_n_u8(1 << (2 * c));
-                    let u2 = vdupq_n_u8(2 << (2 * c));
+                    let q = [
+                        ld_u8(b.add(quants + 32 * c)),
+                        ld_u8(b.add(quants + 16 + 32 * c)),
+                    ];
                     let mut l = [vdupq_n_s8(0); 2];
                     let mut h = [vdupq_n_s8(0); 2];
                     for part in 0..2 {
-                        l[part] = s8(vorrq_u8(
-                            vandq_u8(q[part], m4),
-                            vandq_u8(vtstq_u8(qh[part], u1), m16),
-                        ));
-                        h[part] = s8(vorrq_u8(
-                            vshrq_n_u8::<4>(q[part]),
-                            vandq_u8(vtstq_u8(qh[part], u2), m16),
-                        ));
+                        let mut lo = vandq_u8(q[part], m4);
+                        let mut hi = vshrq_n_u8::<4>(q[part]);
+                        if Q5 {
+                            // Bit 2c of qh[l] is the fifth bit of low-nibble value l, bit
+                            // 2c + 1 of the high-nibble one.
+                            let u1 = vdupq_n_u8(1 << (2 * c));
+                            let u2 = vdupq_n_u8(2 << (2 * c));
+                            lo = vorrq_u8(lo, vandq_u8(vtstq_u8(qh[part], u1), m16));
+                            hi = vorrq_u8(hi, vandq_u8(vtstq_u8(qh[part], u2), m16));
+                        }
+                        l[part] = s8(lo);
+                        h[part] = s8(hi);
                     }
                     for t in 0..T {
                         let yb = acts[t].qs.as_ptr().add(QK_K * i + 64 * c);
-                        let mut lo = vdupq_n_s32(0);
-                        let mut hi = vdupq_n_s32(0);
-                        for part in 0..2 {
-                            lo = $dot!(lo, l[part], ld_i8(yb.add(16 * part)));
-                            hi = $dot!(hi, h[part], ld_i8(yb.add(32 + 16 * part)));
-                        }
+                        let lo = $dot!(
+                            $dot!(vdupq_n_s32(0), l[0], ld_i8(yb)),
+                            l[1],
+                            ld_i8(yb.add(16))
+                        );
+                        let hi = $dot!(
+                            $dot!(vdupq_n_s32(0), h[0], ld_i8(yb.add(32))),
+                            h[1],
+                            ld_i8(yb.add(48))
+                        );
                         acc[t] = vmlaq_n_s32(acc[t], lo, scales[2 * c] as i32);
                         acc[t] = vmlaq_n_s32(acc[t], hi, scales[2 * c + 1] as i32);
                     }
