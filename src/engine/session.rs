@@ -541,7 +541,12 @@ impl Session {
         let work = n * (position + n) * q_dim;
         let threads = s.matvec.threads();
         if s.scores.len() < threads {
-            s.scores.resize_with(threads, Default::default);
+            // Room for a score per position of the whole context up front, so that decoding
+            // never grows (reallocates) these buffers as the position advances.
+            let capacity = self.capacity;
+            s.scores.resize_with(threads, || {
+                parking_lot::Mutex::new(Vec::with_capacity(capacity))
+            });
         }
         let scores = &s.scores;
         match s.matvec.pool() {
