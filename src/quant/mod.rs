@@ -643,13 +643,6 @@ pub fn matmat(
     };
     let bl = weight_type.block_len();
     let rb = first.n / bl * weight_type.block_bytes();
-    let fill = |out: &mut dyn FnMut(usize, usize), rows: usize| {
-        for t in 0..n {
-            for r in 0..rows {
-                out(r, t);
-            }
-        }
-    };
     if !out.holds(rows, n) {
         debug_assert!(false, "matmat: output too small for {rows} x {n}");
         return;
@@ -666,11 +659,11 @@ pub fn matmat(
             weight_type,
             weights.len(),
         );
-        fill(&mut |r, t| out.put(r, t, f32::NAN), rows);
+        fill_products(out, rows, n, f32::NAN);
         return;
     }
     if rb == 0 {
-        fill(&mut |r, t| out.put(r, t, 0.0), rows);
+        fill_products(out, rows, n, 0.0);
         return;
     }
     let f = kernel(weight_type, level());
@@ -706,6 +699,15 @@ pub fn matmat(
                 // SAFETY: as above.
                 out.put(r, t, unsafe { f(row, act) });
             }
+        }
+    }
+}
+
+/// Stores `value` as every product of `rows` rows and `vectors` vectors.
+fn fill_products(out: &mut impl ProductSink, rows: usize, vectors: usize, value: f32) {
+    for t in 0..vectors {
+        for r in 0..rows {
+            out.put(r, t, value);
         }
     }
 }

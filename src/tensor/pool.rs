@@ -193,33 +193,36 @@ impl ThreadPool {
     ) {
         let chunk = chunk.max(1);
         let len = data.len();
-        let n_chunks = len.div_ceil(chunk);
-        if n_chunks <= 1 || self.workers.is_empty() {
-            for (i, c) in data.chunks_mut(chunk).enumerate() {
-                f(0, i * chunk, c);
-            }
-            return;
-        }
-        let next = AtomicUsize::new(0);
         let base = SendPtr(data.as_mut_ptr());
-        self.run(&|thread| loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n_chunks {
-                break;
-            }
+        self.for_each_index(len.div_ceil(chunk), &|thread, i| {
             let start = i * chunk;
             let end = (start + chunk).min(len);
-            let p = base.get();
-            // SAFETY: `p` points at `data`, which outlives `run`; each index `i` is taken by
-            // exactly one thread (fetch_add), so the ranges `start..end` handed out are
+            // SAFETY: `base` points at `data`, which outlives this call; each index `i` is
+            // handed out exactly once (`for_each_index`), so the ranges `start..end` are
             // disjoint and inside `data`.
-            let part = unsafe { std::slice::from_raw_parts_mut(p.add(start), end - start) };
+            let part =
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
             f(thread, start, part);
         });
     }
-}
 
-impl ThreadPool {
+    /// Calls `f(thread, i)` for every `i` in `0..count`, each exactly once, spread over the
+    /// threads: whoever is free takes the next index. One index, or no workers: all inline.
+    fn for_each_index(&self, count: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        if count <= 1 || self.workers.is_empty() {
+            (0..count).for_each(|i| f(0, i));
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        self.run(&|thread| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                break;
+            }
+            f(thread, i);
+        });
+    }
+
     /// Calls `f` with slabs of `slab_rows` rows (the last may be shorter) of `out`, a
     /// vector-major `vectors x rows` matrix (`out[t * rows + r]`), spread over the threads:
     /// each thread stores the products of its rows for every vector straight into place.
@@ -232,27 +235,16 @@ impl ThreadPool {
     ) {
         let vectors = out.len().checked_div(rows).unwrap_or(0);
         let slab_rows = slab_rows.max(1);
-        let n_slabs = rows.div_ceil(slab_rows);
         let base = SendPtr(out.as_mut_ptr());
-        let slab = |i: usize| RowSlab {
-            base: base.get(),
-            rows,
-            vectors,
-            start: i * slab_rows,
-            end: ((i + 1) * slab_rows).min(rows),
-            _out: PhantomData,
-        };
-        if n_slabs <= 1 || self.workers.is_empty() {
-            (0..n_slabs).for_each(|i| f(slab(i)));
-            return;
-        }
-        let next = AtomicUsize::new(0);
-        self.run(&|_| loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n_slabs {
-                break;
-            }
-            f(slab(i));
+        self.for_each_index(rows.div_ceil(slab_rows), &|_, i| {
+            f(RowSlab {
+                base: base.get(),
+                rows,
+                vectors,
+                start: i * slab_rows,
+                end: ((i + 1) * slab_rows).min(rows),
+                _out: PhantomData,
+            })
         });
     }
 }
