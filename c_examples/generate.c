@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     emoe_generate_params_default(&gp);
     gp.max_tokens = argc > 3 ? (uint32_t)atoi(argv[3]) : 64;
 
-    emoe_generate_stats stats;
+    emoe_generate_stats stats = {.struct_size = sizeof stats};
     fputs(argv[2], stdout);
     st = emoe_session_generate(session, argv[2], strlen(argv[2]), &gp, print_piece, NULL, &stats);
     putchar('\n');

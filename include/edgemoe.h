@@ -30,9 +30,10 @@
 
 /**
  * Bumped whenever a change breaks binary compatibility. 2: `emoe_model_stats` writes only
- * `out->struct_size` bytes, which the caller must set (version 1 ignored it).
+ * `out->struct_size` bytes, which the caller must set (version 1 ignored it). 3: so do
+ * `emoe_model_info`, `emoe_model_preflight` and `emoe_session_generate` (its stats).
  */
-#define EMOE_ABI_VERSION 2
+#define EMOE_ABI_VERSION 3
 
 /**
  * Pick the best I/O backend available (io_uring on Linux, else a pread pool).
@@ -375,6 +376,18 @@ typedef struct emoe_stats {
    * Bytes those reads saved over reading the same experts at full precision.
    */
   uint64_t low_precision_bytes_saved;
+  /**
+   * Read requests completed (`bytes_read` is their aligned total).
+   */
+  uint64_t reads;
+  /**
+   * Fetches that had to wait for a read (a miss, or a preload still in flight).
+   */
+  uint64_t waits;
+  /**
+   * Seconds with at least one read in flight (`read_bandwidth` is `bytes_read` over it).
+   */
+  double io_busy_seconds;
 } emoe_stats;
 
 /**
@@ -510,11 +523,11 @@ void emoe_model_free(struct emoe_model *model);
 const char *emoe_model_last_error(const struct emoe_model *model);
 
 /**
- * Writes what the model is into `*out` (set `out->struct_size` first, or pass a struct from
- * a zeroed `emoe_model_info` with `struct_size = sizeof(emoe_model_info)`).
+ * Writes what the model is into `*out`, whose `struct_size` the caller sets to
+ * `sizeof(emoe_model_info)` (versioned by size like `emoe_stats`).
  *
  * # Safety
- * `model` must be NULL or a live handle; `out` NULL or writable.
+ * `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
  */
 enum emoe_status emoe_model_get_info(const struct emoe_model *model, struct emoe_model_info *out);
 
@@ -552,8 +565,10 @@ enum emoe_status emoe_model_set_memory_budget(const struct emoe_model *model, ui
  * Tells, before loading, how much memory the model at `path` needs for `context_length`
  * tokens (0: the model's context, at most 2048), and the pool `memory_budget` would give.
  *
+ * Versioned by size like `emoe_stats`: set `out->struct_size` to `sizeof(emoe_preflight)`.
+ *
  * # Safety
- * `path` must be NULL or NUL-terminated; `out` NULL or writable.
+ * `path` must be NULL or NUL-terminated; `out` NULL or writable for `out->struct_size` bytes.
  */
 enum emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, uint32_t context_length, struct emoe_preflight *out);
 
@@ -674,7 +689,8 @@ enum emoe_status emoe_session_sample(struct emoe_session *session, const struct 
 /**
  * Generates a continuation of `prompt` (`prompt_len` bytes of UTF-8) after what the session
  * holds, calling `callback` with each piece of text (whole UTF-8 characters) on this thread.
- * `params` may be NULL for defaults; `stats` may be NULL.
+ * `params` may be NULL for defaults; `stats` may be NULL, else its `struct_size` must be set
+ * to `sizeof(emoe_generate_stats)` (versioned by size like `emoe_stats`).
  *
  * # Safety
  * Pointers must be NULL or valid as described; the callback must be safe to call with

@@ -78,6 +78,7 @@ public:
     emoe_generate_stats generate(std::string_view prompt, const std::function<bool(std::string_view)> &on_piece,
                                  const emoe_generate_params *params = nullptr) {
         emoe_generate_stats stats{};
+        stats.struct_size = sizeof stats;
         auto trampoline = [](void *user, const char *piece, size_t len) -> bool {
             auto *f = static_cast<const std::function<bool(std::string_view)> *>(user);
             try {

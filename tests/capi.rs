@@ -34,7 +34,10 @@ fn default_params() -> emoe_model_params {
 }
 
 fn preflight(path: &Path, ctx: u32) -> emoe_preflight {
-    let mut pf = emoe_preflight::default();
+    let mut pf = emoe_preflight {
+        struct_size: size_of::<emoe_preflight>() as u32,
+        ..Default::default()
+    };
     // SAFETY: a NUL-terminated path and a writable struct.
     let st = unsafe { emoe_model_preflight(cpath(path).as_ptr(), 0, ctx, &mut pf) };
     assert_eq!(st, EMOE_STATUS_OK);
@@ -77,6 +80,12 @@ impl Model {
             s.expert_fetches,
             "{s:?}"
         );
+        assert!(
+            s.waits <= s.expert_fetches && s.reads <= s.bytes_read,
+            "{s:?}"
+        );
+        assert_eq!(s.reads > 0, s.bytes_read > 0, "{s:?}");
+        assert_eq!(s.reads > 0, s.io_busy_seconds > 0.0, "{s:?}");
         s
     }
 

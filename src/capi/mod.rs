@@ -199,8 +199,9 @@ pub extern "C" fn emoe_abi_version() -> u32 {
 }
 
 /// Bumped whenever a change breaks binary compatibility. 2: `emoe_model_stats` writes only
-/// `out->struct_size` bytes, which the caller must set (version 1 ignored it).
-pub const EMOE_ABI_VERSION: u32 = 2;
+/// `out->struct_size` bytes, which the caller must set (version 1 ignored it). 3: so do
+/// `emoe_model_info`, `emoe_model_preflight` and `emoe_session_generate` (its stats).
+pub const EMOE_ABI_VERSION: u32 = 3;
 
 /// A short description of a status, e.g. "invalid argument". Static storage.
 #[no_mangle]

@@ -245,11 +245,11 @@ pub unsafe extern "C" fn emoe_model_last_error(model: *const emoe_model) -> *con
     }
 }
 
-/// Writes what the model is into `*out` (set `out->struct_size` first, or pass a struct from
-/// a zeroed `emoe_model_info` with `struct_size = sizeof(emoe_model_info)`).
+/// Writes what the model is into `*out`, whose `struct_size` the caller sets to
+/// `sizeof(emoe_model_info)` (versioned by size like `emoe_stats`).
 ///
 /// # Safety
-/// `model` must be NULL or a live handle; `out` NULL or writable.
+/// `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn emoe_model_get_info(
     model: *const emoe_model,
@@ -260,9 +260,6 @@ pub unsafe extern "C" fn emoe_model_get_info(
         return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
     };
     boundary(Some(&m.error), || {
-        if out.is_null() {
-            return Err(invalid("`out` is NULL"));
-        }
         let c = &m.model.config;
         let mut info = emoe_model_info::default();
         for (d, s) in info
@@ -280,9 +277,8 @@ pub unsafe extern "C" fn emoe_model_get_info(
         info.context_length = c.context_length as u32;
         info.resident_bytes = m.model.resident_bytes;
         info.expert_bytes = m.model.expert_bytes();
-        // SAFETY: checked non-null; the caller provides a writable struct.
-        unsafe { out.write(info) };
-        Ok(())
+        // SAFETY: NULL (checked inside) or writable for its struct_size, by contract.
+        unsafe { write_versioned(out, info, "out") }
     })
 }
 
@@ -413,8 +409,10 @@ pub struct emoe_preflight {
 /// Tells, before loading, how much memory the model at `path` needs for `context_length`
 /// tokens (0: the model's context, at most 2048), and the pool `memory_budget` would give.
 ///
+/// Versioned by size like `emoe_stats`: set `out->struct_size` to `sizeof(emoe_preflight)`.
+///
 /// # Safety
-/// `path` must be NULL or NUL-terminated; `out` NULL or writable.
+/// `path` must be NULL or NUL-terminated; `out` NULL or writable for `out->struct_size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn emoe_model_preflight(
     path: *const c_char,
@@ -444,9 +442,8 @@ pub unsafe extern "C" fn emoe_model_preflight(
                 0
             },
         };
-        // SAFETY: checked non-null.
-        unsafe { out.write(r) };
-        Ok(())
+        // SAFETY: NULL (checked inside) or writable for its struct_size, by contract.
+        unsafe { write_versioned(out, r, "out") }
     })
 }
 
@@ -492,6 +489,12 @@ pub struct emoe_stats {
     pub low_precision_reads: u64,
     /// Bytes those reads saved over reading the same experts at full precision.
     pub low_precision_bytes_saved: u64,
+    /// Read requests completed (`bytes_read` is their aligned total).
+    pub reads: u64,
+    /// Fetches that had to wait for a read (a miss, or a preload still in flight).
+    pub waits: u64,
+    /// Seconds with at least one read in flight (`read_bandwidth` is `bytes_read` over it).
+    pub io_busy_seconds: f64,
 }
 
 /// Writes the model's expert-streaming figures to `*out`, whose `struct_size` the caller sets
@@ -530,6 +533,9 @@ pub unsafe extern "C" fn emoe_model_stats(
             r.low_precision_fetches = s.low_gets;
             r.low_precision_reads = s.low_reads;
             r.low_precision_bytes_saved = s.low_bytes_saved;
+            r.reads = s.reads;
+            r.waits = s.waits;
+            r.io_busy_seconds = s.io_busy.as_secs_f64();
         }
         // SAFETY: NULL (checked inside) or writable for its struct_size, by contract.
         unsafe { write_versioned(out, r, "out") }
@@ -585,6 +591,32 @@ mod tests {
         let read = unsafe { read_versioned(&p, "params") }.unwrap();
         assert!(read.fill_ahead && read.budget_aware_preloads);
         assert!(size_of::<emoe_model_params>() > old_size);
+    }
+
+    /// Version 1 of `emoe_model_params` ended with `context_length`; on 64-bit targets its
+    /// tail padding lies under `predictor`. A version-1 caller's garbage there must not
+    /// choose a predictor.
+    #[test]
+    fn the_first_versions_tail_padding_is_not_read() {
+        let v1 = offset_of!(emoe_model_params, predictor)
+            .next_multiple_of(align_of::<emoe_model_params>());
+        let mut p = emoe_model_params {
+            predictor: 0xdead_beef,
+            preload_count: 77,
+            ..Default::default()
+        };
+        p.struct_size = v1 as u32;
+        // SAFETY: a valid struct, readable for its full size.
+        let read = unsafe { read_versioned(&p, "params") }.unwrap();
+        assert_eq!(read.predictor, EMOE_PREDICTOR_LOOKAHEAD);
+        assert_eq!(read.preload_count, 0);
+        assert_eq!(read.context_length, p.context_length);
+        load_options(&read).unwrap();
+        // The current caller's fields are all read.
+        p.struct_size = size_of::<emoe_model_params>() as u32;
+        // SAFETY: as above.
+        let read = unsafe { read_versioned(&p, "params") }.unwrap();
+        assert_eq!((read.predictor, read.preload_count), (0xdead_beef, 77));
     }
 
     /// `write_versioned` writes at most `struct_size` bytes and reports what it wrote.

@@ -207,12 +207,40 @@ pub struct emoe_generate_stats {
     pub stop_reason: u32,
 }
 
-/// Reads a versioned struct: copies the caller's first `struct_size` bytes over the defaults.
+/// A parameter struct read by [`read_versioned`].
+pub(crate) trait VersionedParams: Copy + Default {
+    /// Of a caller's `struct_size` bytes, how many hold fields that caller's version has.
+    /// The same unless an older version's tail padding lies under a field added later: an
+    /// older caller never initialised those bytes, so they must keep the defaults.
+    fn known_bytes(struct_size: usize) -> usize {
+        struct_size
+    }
+}
+
+impl VersionedParams for emoe_model_params {
+    fn known_bytes(struct_size: usize) -> usize {
+        // Version 1 ended with `context_length`; on 64-bit targets `predictor` (version 2)
+        // sits in version 1's tail padding.
+        let first = std::mem::offset_of!(emoe_model_params, predictor);
+        let first_size = first.next_multiple_of(std::mem::align_of::<emoe_model_params>());
+        if struct_size <= first_size {
+            struct_size.min(first)
+        } else {
+            struct_size
+        }
+    }
+}
+
+impl VersionedParams for emoe_generate_params {}
+impl VersionedParams for emoe_sampling_params {}
+
+/// Reads a versioned struct: copies the fields of the caller's version (its first
+/// `struct_size` bytes) over the defaults.
 ///
 /// # Safety
 /// `ptr` must be null or point to a struct whose first field is a `u32` size, readable for
 /// that many bytes.
-pub(crate) unsafe fn read_versioned<T: Copy + Default>(
+pub(crate) unsafe fn read_versioned<T: VersionedParams>(
     ptr: *const T,
     what: &str,
 ) -> Result<T, Failure> {
@@ -228,7 +256,7 @@ pub(crate) unsafe fn read_versioned<T: Copy + Default>(
             "`{what}.struct_size` is {size}: initialise it with the _default function"
         )));
     }
-    let n = size.min(std::mem::size_of::<T>());
+    let n = T::known_bytes(size).min(std::mem::size_of::<T>());
     // SAFETY: copying `n` bytes, at most the size of T and at most what the caller says is
     // readable, into a valid T made of plain-old-data fields (integers, floats, bools it set
     // from a T, pointers), as the _default function gave them.

@@ -258,7 +258,8 @@ pub unsafe extern "C" fn emoe_session_sample(
 
 /// Generates a continuation of `prompt` (`prompt_len` bytes of UTF-8) after what the session
 /// holds, calling `callback` with each piece of text (whole UTF-8 characters) on this thread.
-/// `params` may be NULL for defaults; `stats` may be NULL.
+/// `params` may be NULL for defaults; `stats` may be NULL, else its `struct_size` must be set
+/// to `sizeof(emoe_generate_stats)` (versioned by size like `emoe_stats`).
 ///
 /// # Safety
 /// Pointers must be NULL or valid as described; the callback must be safe to call with
@@ -278,6 +279,11 @@ pub unsafe extern "C" fn emoe_session_generate(
         let prompt = unsafe { str_arg(prompt, prompt_len, "prompt") }?;
         // SAFETY: NULL or initialised by emoe_generate_params_default.
         let p = unsafe { read_versioned(params, "params") }?;
+        if !stats.is_null() {
+            // Checks `stats->struct_size` before generating anything.
+            // SAFETY: non-null; writable for its struct_size, by contract.
+            unsafe { write_versioned(stats, emoe_generate_stats::default(), "stats") }?;
+        }
         let mut stop = Vec::new();
         if p.n_stop > 0 {
             if p.stop.is_null() {
@@ -319,8 +325,8 @@ pub unsafe extern "C" fn emoe_session_generate(
                     StopReason::Callback => 4,
                 },
             };
-            // SAFETY: checked non-null; the caller provides a writable struct.
-            unsafe { stats.write(out) };
+            // SAFETY: checked non-null; writable for its struct_size, by contract.
+            unsafe { write_versioned(stats, out, "stats") }?;
         }
         Ok(())
     })

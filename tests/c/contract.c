@@ -148,6 +148,9 @@ int main(int argc, char **argv) {
     info.struct_size = sizeof info;
     EXPECT(emoe_model_get_info(model, &info) == EMOE_STATUS_OK && info.n_experts > 0);
     EXPECT(emoe_model_get_info(model, NULL) == INVALID);
+    info.struct_size = 0;
+    EXPECT(emoe_model_get_info(model, &info) == INVALID);
+    info.struct_size = sizeof info;
     EXPECT(strlen(emoe_model_last_error(model)) > 0);
 
     /* Tokenizer: invalid UTF-8, small buffers. */
@@ -178,8 +181,16 @@ int main(int argc, char **argv) {
     /* Context full is a status, and reset makes room again. */
     emoe_generate_params_default(&gp);
     gp.max_tokens = 1000;
-    emoe_generate_stats stats;
+    emoe_generate_stats stats = {.struct_size = 0};
+    /* Result structs are versioned by the caller's struct_size: an unset one is refused
+     * before anything is generated. */
+    size_t before = 0;
+    EXPECT(emoe_session_position(session, &before) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, &stats) == INVALID);
+    EXPECT(emoe_session_position(session, &n) == EMOE_STATUS_OK && n == before);
+    stats.struct_size = sizeof stats;
     EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, &stats) == EMOE_STATUS_OK);
+    EXPECT(stats.struct_size == sizeof stats);
     EXPECT(stats.stop_reason == 3 || stats.stop_reason == 0);
     EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
     EXPECT(emoe_session_position(session, &n) == EMOE_STATUS_OK && n == 0);
@@ -201,7 +212,9 @@ int main(int argc, char **argv) {
     emoe_session_free(session);
 
     /* Preflight, a budgeted load, stats, budget changes. */
-    emoe_preflight pf;
+    emoe_preflight pf = {.struct_size = 0};
+    EXPECT(emoe_model_preflight(argv[1], 0, 64, &pf) == INVALID);
+    pf.struct_size = sizeof pf;
     EXPECT(emoe_model_preflight(NULL, 0, 0, &pf) == INVALID);
     EXPECT(emoe_model_preflight(argv[1], 0, 64, NULL) == INVALID);
     EXPECT(emoe_model_preflight(argv[1], 0, 64, &pf) == EMOE_STATUS_OK);
@@ -234,6 +247,8 @@ int main(int argc, char **argv) {
         EXPECT(es.struct_size == sizeof es);
         EXPECT(es.cache_hits + es.preload_hits + es.misses == es.expert_fetches);
         EXPECT(es.fill_reads <= es.preloads && es.dropped_preloads != sentinel);
+        EXPECT(es.reads > 0 && es.reads <= es.bytes_read && es.waits <= es.expert_fetches);
+        EXPECT(es.io_busy_seconds > 0 && es.io_busy_seconds < 3600);
         EXPECT(es.cancelled_reads == 0 && es.low_precision_fetches == 0 && es.low_precision_reads == 0 &&
                es.low_precision_bytes_saved == 0); /* no cancellation, no low-precision copies */
         emoe_stats unset;
