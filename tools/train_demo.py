@@ -12,7 +12,9 @@ HOW TO RUN
     /opt/venv/bin/python tools/train_demo.py --minutes 5
     /opt/venv/bin/python tools/train_demo.py --steps 300                # exact step count
     /opt/venv/bin/python tools/train_demo.py --steps 20 --out /tmp/smoke  # smoke test (~1 min)
-    Options: --data (corpus path, default /work/shared/data/tinyshakespeare.txt),
+    Options: --family mixtral|olmoe (default mixtral; olmoe = OlmoeForCausalLM, same sizes,
+             q/k norm, top-k weights not renormalised, fused expert tensors kept),
+             --data (corpus path, default /work/shared/data/tinyshakespeare.txt),
              --out (default /work/artifacts/demo-hf), --seed (default 1234), --threads (default 2).
     Needs torch, transformers, tokenizers, safetensors, numpy (tested: torch 2.15.0,
     transformers 5.24.0, tokenizers 0.23.3, safetensors 0.8.0, numpy 2.4.6, Python 3.11).
@@ -160,9 +162,36 @@ def wrap_tokenizer(tok):
 
 
 # ----------------------------------------------------------------------------- model
-def make_config(hidden=128, ffn=320, head_dim=32):
-    from transformers import MixtralConfig
+def make_config(hidden=128, ffn=320, head_dim=32, family="mixtral"):
+    from transformers import MixtralConfig, OlmoeConfig
 
+    if family == "olmoe":
+        # OLMoE: q/k RMSNorm over the whole projection, top-k weights NOT renormalised
+        # (norm_topk_prob=False, as in the released OLMoE), head size = hidden / heads.
+        return OlmoeConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=hidden,
+            intermediate_size=ffn,
+            num_hidden_layers=4,
+            num_attention_heads=hidden // head_dim,
+            num_key_value_heads=max(1, hidden // head_dim // 2),
+            num_experts=8,
+            num_experts_per_tok=2,
+            norm_topk_prob=False,
+            hidden_act="silu",
+            max_position_embeddings=1024,
+            rope_theta=10000.0,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+            router_aux_loss_coef=0.02,
+            output_router_logits=True,
+            initializer_range=0.02,
+            clip_qkv=None,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=None,
+            use_cache=True,
+        )
     return MixtralConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=hidden,
@@ -338,10 +367,17 @@ def usage_table(usage):
 
 
 # ----------------------------------------------------------------------------- checkpoint layout
+def n_experts_of(cfg):
+    return getattr(cfg, "num_local_experts", None) or cfg.num_experts
+
+
 def ensure_per_expert_layout(path, cfg):
-    """If transformers saved fused 3-D expert tensors, rewrite to the classic per-expert layout.
+    """If transformers saved fused 3-D expert tensors, rewrite to the classic per-expert layout
+    (Mixtral only: the OLMoE model keeps transformers' fused layout, which edgemoe reads too).
 
     Returns True if a rewrite happened."""
+    if cfg.model_type != "mixtral":
+        return False
     from safetensors.torch import load_file, save_file
 
     files = [f for f in os.listdir(path) if f.endswith(".safetensors")]
@@ -357,7 +393,7 @@ def ensure_per_expert_layout(path, cfg):
         for k, v in sd.items():
             if k.endswith("experts.gate_up_proj"):
                 pre = k[: -len("experts.gate_up_proj")].replace(".mlp.", ".block_sparse_moe.")
-                assert v.shape == (cfg.num_local_experts, 2 * I, cfg.hidden_size), v.shape
+                assert v.shape == (n_experts_of(cfg), 2 * I, cfg.hidden_size), v.shape
                 for e in range(v.shape[0]):
                     new[f"{pre}experts.{e}.w1.weight"] = v[e, :I].contiguous()
                     new[f"{pre}experts.{e}.w3.weight"] = v[e, I:].contiguous()
@@ -427,6 +463,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--ffn", type=int, default=320)
     ap.add_argument("--head-dim", type=int, default=32)
+    ap.add_argument("--family", choices=["mixtral", "olmoe"], default="mixtral",
+                    help="model family (olmoe: the calibration report's second family)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--dropout", type=float, default=DROPOUT, help="train-only residual/embedding dropout")
@@ -441,7 +479,7 @@ def main():
     import safetensors
     import tokenizers
     import transformers
-    from transformers import AutoTokenizer, GenerationConfig, MixtralForCausalLM
+    from transformers import AutoTokenizer, GenerationConfig, MixtralForCausalLM, OlmoeForCausalLM
 
     with open(args.data, "rb") as f:
         raw = f.read()
@@ -464,9 +502,10 @@ def main():
     hf_tok = wrap_tokenizer(tok)
 
     # --- model
-    cfg = make_config(args.hidden, args.ffn, args.head_dim)
+    cfg = make_config(args.hidden, args.ffn, args.head_dim, args.family)
+    model_class = OlmoeForCausalLM if args.family == "olmoe" else MixtralForCausalLM
     set_seeds(args.seed)
-    model = MixtralForCausalLM(cfg).float()
+    model = model_class(cfg).float()
     set_impl(model, "sdpa", "grouped_mm")  # fast paths for training; eval uses eager
     hooks = add_train_dropout(model, args.dropout)
     n_params = sum(p.numel() for p in model.parameters())
@@ -499,7 +538,7 @@ def main():
         x, y = batcher.next()
         out = model(input_ids=x, use_cache=False, output_router_logits=True)
         ce = torch.nn.functional.cross_entropy(out.logits.float().view(-1, VOCAB_SIZE), y.view(-1))
-        aux = per_layer_balance_loss(out.router_logits, cfg.num_local_experts, cfg.num_experts_per_tok)
+        aux = per_layer_balance_loss(out.router_logits, n_experts_of(cfg), cfg.num_experts_per_tok)
         loss = ce + cfg.router_aux_loss_coef * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -509,7 +548,7 @@ def main():
         hist.append((ce.item(), aux.item()))
         if step % VAL_EVERY == 0 or step == total:
             tv = time.time()
-            vppl = evaluate(model, val_ids, cfg.num_local_experts, cfg.num_experts_per_tok)[0]["perplexity"]
+            vppl = evaluate(model, val_ids, n_experts_of(cfg), cfg.num_experts_per_tok)[0]["perplexity"]
             model.train()
             val_curve.append((step, vppl))
             t_train += time.time() - tv  # keep monitoring time out of the training clock
@@ -541,13 +580,14 @@ def main():
     patch_compat(args.out)
     layout = describe_safetensors(args.out)
     keys = [k for k, _, _ in layout]
-    assert not any("gate_up_proj" in k or ".mlp." in k for k in keys), "fused expert tensors remain"
     assert all(dt == "F32" for _, _, dt in layout), "non-float32 tensor saved"
-    assert "model.layers.0.block_sparse_moe.experts.7.w3.weight" in keys and "lm_head.weight" in keys
+    if args.family == "mixtral":
+        assert not any("gate_up_proj" in k or ".mlp." in k for k in keys), "fused expert tensors remain"
+        assert "model.layers.0.block_sparse_moe.experts.7.w3.weight" in keys and "lm_head.weight" in keys
     log(f"saved to {args.out} ({len(keys)} tensors, rewritten-to-per-expert={rewritten}): {sorted(os.listdir(args.out))}")
 
     # --- reload & check
-    re_model = MixtralForCausalLM.from_pretrained(args.out, dtype=torch.float32)
+    re_model = model_class.from_pretrained(args.out, dtype=torch.float32)
     set_impl(re_model, "eager", "eager")
     re_model.eval()
     re_tok = AutoTokenizer.from_pretrained(args.out)
@@ -563,7 +603,7 @@ def main():
 
     # --- evaluate (on the reloaded checkpoint, float32, eager)
     t0 = time.time()
-    ev, usage = evaluate(re_model, val_ids, cfg.num_local_experts, cfg.num_experts_per_tok)
+    ev, usage = evaluate(re_model, val_ids, n_experts_of(cfg), cfg.num_experts_per_tok)
     log(f"validation: perplexity {ev['perplexity']:.4f} (mean NLL {ev['mean_nll']:.5f}) over {ev['windows']} windows x "
         f"{EVAL_WINDOW - 1} predictions; val tokens {ev['val_tokens_total']} ({time.time()-t0:.0f}s)")
     table = usage_table(usage)
