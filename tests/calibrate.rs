@@ -61,6 +61,14 @@ fn calibration_trials_match_converted_files() {
     assert!(chosen.expert_bytes <= cal.baseline.expert_bytes);
     // A 100% tolerance lets at least as much go as 1%.
     assert!(cal.adapted[1].expert_bytes <= chosen.expert_bytes);
+    // The report compares with the best uniform type within the requested tolerance, of
+    // whichever kind it is.
+    let best = cal.best_uniform_within(cal.requested).unwrap();
+    assert!(best.perplexity <= cal.baseline.perplexity * 1.01);
+    let kl_budget = cal.uniform[2].kl;
+    let best_kl = cal.best_uniform_within(Tolerance::Kl(kl_budget)).unwrap();
+    assert!(best_kl.kl <= kl_budget && best_kl.expert_bytes <= cal.uniform[2].expert_bytes);
+    assert!(cal.markdown().contains("best uniform type within it"));
     // In-memory trials compute what the converted files compute.
     let base = ExpertTypes::uniform(2, 8, GgmlType::Q8_0);
     let base_ppl = ppl_of_file(&input, &base, "base.gguf", heldout);

@@ -138,6 +138,9 @@ pub struct Calibration {
     /// Why requested types were dropped or replaced.
     pub notes: Vec<String>,
     pub tolerance: String,
+    /// The requested tolerance itself (`tolerance` is its description).
+    #[serde(skip)]
+    pub requested: Tolerance,
     pub objective: Objective,
     pub calibration_tokens: usize,
     pub heldout_tokens: usize,
@@ -490,6 +493,7 @@ pub fn calibrate(
         types: types.iter().map(|t| t.name().to_string()).collect(),
         notes,
         tolerance: opts.tolerance.to_string(),
+        requested: opts.tolerance,
         objective: opts.objective,
         calibration_tokens: calibration.len(),
         heldout_tokens: heldout.len(),
@@ -507,11 +511,11 @@ pub fn calibrate(
 }
 
 impl Calibration {
-    /// The uniform type with the fewest bytes whose perplexity is within `x` of the baseline.
-    pub fn best_uniform_within(&self, x: f64) -> Option<&Point> {
+    /// The uniform type with the fewest bytes within tolerance `t` of the baseline.
+    pub fn best_uniform_within(&self, t: Tolerance) -> Option<&Point> {
         self.uniform
             .iter()
-            .filter(|p| p.perplexity <= self.baseline.perplexity * (1.0 + x))
+            .filter(|p| within(t, p, &self.baseline))
             .min_by_key(|p| p.expert_bytes)
     }
 
@@ -552,9 +556,12 @@ impl Calibration {
                 100.0 * p.top1_agreement
             ));
         }
-        if let (Some(best), Some(chosen)) = (self.best_uniform_within(0.01), self.adapted.first()) {
+        if let (Some(best), Some(chosen)) = (
+            self.best_uniform_within(self.requested),
+            self.adapted.first(),
+        ) {
             s.push_str(&format!(
-                "\nAt the requested tolerance the adapted experts take {:.3}x the bytes of the best uniform type within +1% ({}).\n",
+                "\nAt the requested tolerance the adapted experts take {:.3}x the bytes of the best uniform type within it ({}).\n",
                 chosen.expert_bytes as f64 / best.expert_bytes as f64,
                 best.label
             ));
