@@ -14,6 +14,11 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct SequentialRead {
     pub bytes: u64,
+    /// Whole passes over the range (more than one when it is smaller than `min_bytes`).
+    pub passes: u64,
+    /// The read size used: the chunk asked for, smaller when the range would not keep every
+    /// reader busy.
+    pub chunk: usize,
     pub elapsed: Duration,
     /// Why the read went through the page cache, when it did (then the figure is not a
     /// storage figure).
@@ -36,32 +41,45 @@ pub fn sequential_read(
     len: u64,
     chunk: usize,
     depth: usize,
+    min_bytes: u64,
 ) -> Result<SequentialRead> {
-    let chunk = align_up(chunk.max(ALIGN as usize) as u64) as usize;
     let (file, cache_note) = source.open_uncached()?;
     let start = align_down(offset);
     let end = align_up(offset.saturating_add(len)).min(align_up(source.end()?));
+    let span = end.saturating_sub(start);
     let depth = depth.max(1);
+    // A range smaller than `depth` chunks is cut finer, so every reader has work.
+    let chunk = align_up((chunk as u64).min(span.div_ceil(depth as u64)).max(ALIGN)) as usize;
+    let per_pass = span.div_ceil(chunk as u64).max(1);
+    // Whole passes until `min_bytes`: a small file read once takes a few milliseconds, too
+    // short to measure (reads are uncached, so a second pass goes to the device again).
+    let passes = min_bytes.div_ceil(span.max(1)).max(1);
     let buffers = SlotPool::new(chunk, depth, false)?;
-    let next = AtomicU64::new(start);
-    let t0 = Instant::now();
+    let next = AtomicU64::new(0);
+    // The readers start together and the clock starts with them (not with thread creation).
+    let start_line = std::sync::Barrier::new(depth + 1);
+    let mut t0 = Instant::now();
     let results: Vec<std::io::Result<u64>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..depth)
             .map(|slot| {
-                let (file, buffers, next) = (&file, &buffers, &next);
+                let (file, buffers, next, start_line) = (&file, &buffers, &next, &start_line);
                 scope.spawn(move || -> std::io::Result<u64> {
+                    start_line.wait();
                     let mut bytes = 0;
                     loop {
-                        let at = next.fetch_add(chunk as u64, Ordering::Relaxed);
-                        if at >= end {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= passes * per_pass {
                             return Ok(bytes);
                         }
+                        let at = start + (i % per_pass) * chunk as u64;
                         let want = chunk.min((end - at) as usize);
                         bytes += read_at(file, buffers, slot, want, at)? as u64;
                     }
                 })
             })
             .collect();
+        start_line.wait();
+        t0 = Instant::now();
         workers
             .into_iter()
             .map(|w| {
@@ -77,6 +95,8 @@ pub fn sequential_read(
     }
     Ok(SequentialRead {
         bytes,
+        passes,
+        chunk,
         elapsed,
         cache_note,
     })
@@ -116,12 +136,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f.bin");
         std::fs::write(&path, vec![7u8; 3 * 4096 + 100]).unwrap();
-        let r = sequential_read(&Source::path(&path), 10, 2 * 4096, 4096, 1).unwrap();
+        let r = sequential_read(&Source::path(&path), 10, 2 * 4096, 4096, 1, 0).unwrap();
         // [0, 3 * 4096) after widening to alignment.
         assert_eq!(r.bytes, 3 * 4096);
+        assert_eq!(r.passes, 1);
         assert!(r.bandwidth() > 0.0);
-        let all = sequential_read(&Source::path(&path), 0, u64::MAX / 2, 4096, 3).unwrap();
+        let all = sequential_read(&Source::path(&path), 0, u64::MAX / 2, 4096, 3, 0).unwrap();
         assert_eq!(all.bytes, 3 * 4096 + 100);
+        // Small ranges are read in whole passes up to `min_bytes`, in chunks every reader
+        // gets one of.
+        let r = sequential_read(&Source::path(&path), 0, 4 * 4096, 1 << 20, 4, 40_000).unwrap();
+        assert_eq!((r.passes, r.chunk), (3, 4096));
+        assert_eq!(r.bytes, 3 * (3 * 4096 + 100));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
