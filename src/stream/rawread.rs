@@ -53,7 +53,11 @@ pub fn sequential_read(
     let per_pass = span.div_ceil(chunk as u64).max(1);
     // Whole passes until `min_bytes`: a small file read once takes a few milliseconds, too
     // short to measure (reads are uncached, so a second pass goes to the device again).
-    let passes = min_bytes.div_ceil(span.max(1)).max(1);
+    let passes = if span == 0 {
+        1
+    } else {
+        min_bytes.div_ceil(span).max(1)
+    };
     let buffers = SlotPool::new(chunk, depth, false)?;
     let next = AtomicU64::new(0);
     // The readers start together and the clock starts with them (not with thread creation).
@@ -148,6 +152,9 @@ mod tests {
         let r = sequential_read(&Source::path(&path), 0, 4 * 4096, 1 << 20, 4, 40_000).unwrap();
         assert_eq!((r.passes, r.chunk), (3, 4096));
         assert_eq!(r.bytes, 3 * (3 * 4096 + 100));
+        // An empty range is one pass of nothing, whatever `min_bytes` asks.
+        let r = sequential_read(&Source::path(&path), 4096, 0, 1 << 20, 4, 1 << 30).unwrap();
+        assert_eq!((r.bytes, r.passes), (0, 1));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
