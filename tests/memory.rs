@@ -12,8 +12,10 @@ use edgemoe::tensor::GgmlType;
 
 /// What the budget does not cover: the executable's code and data, the allocator's slack,
 /// the thread stacks and the tokenizer tables (measured: about 9 MiB for the same binary
-/// running the resident demo model).
-const ALLOWANCE: u64 = 24 << 20;
+/// running the resident demo model). Loading used to hold every resident weight twice, mapped
+/// and copied, until the end of the load (130 MiB over the budget on the 1.5 GiB benchmark
+/// model); this allowance is below the resident weights of the model below.
+const ALLOWANCE: u64 = 16 << 20;
 
 fn model() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("emoe-memory-{}", std::process::id()));
@@ -22,8 +24,10 @@ fn model() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let donor = GgufFile::open(&root.join("models/demo.gguf")).unwrap();
     let shape = RandomModel {
-        hidden: 512,
-        expert_ffn: 1536,
+        // Wide and with narrow experts, so the resident weights (38 MiB) are more than the
+        // allowance: holding them twice while loading would fail the test.
+        hidden: 1024,
+        expert_ffn: 768,
         layers: 8,
         experts: 8,
         ty: GgmlType::Q8_0,

@@ -310,11 +310,12 @@ impl<'a> TensorLoader<'a, '_> {
         }
         self.bytes += t.size;
         self.advance(t.size)?;
+        let data = self.file.copy_tensor_data(t);
         Ok(Matrix {
             ty: t.ty,
             rows,
             cols,
-            data: self.file.data(t).to_vec(),
+            data,
         })
     }
 
@@ -324,6 +325,7 @@ impl<'a> TensorLoader<'a, '_> {
         self.check_dims(t, &[len as u64])?;
         let mut out = vec![0f32; len];
         crate::quant::dequantize(t.ty, self.file.data(t), &mut out)?;
+        self.file.release_range(t.offset as usize, t.size as usize);
         self.bytes += (len * 4) as u64;
         self.advance(t.size)?;
         Ok(out)

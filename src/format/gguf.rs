@@ -673,6 +673,39 @@ impl GgufFile {
         };
     }
 
+    /// Like `release_pages`, for the `len` bytes at `offset` of the file only: called as
+    /// resident weights are copied out, so loading never holds a weight twice (mapped and
+    /// copied). Offsets past the end are ignored.
+    pub fn release_range(&self, offset: usize, len: usize) {
+        let end = offset.saturating_add(len).min(self.map.len());
+        if offset >= end {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: as in `release_pages`; the range lies inside the mapping (clamped above),
+        // and memmap2 rounds its start down to the page that holds it.
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                offset,
+                end - offset,
+            )
+        };
+    }
+
+    /// A copy of a tensor's data, made a few MiB at a time with each piece's mapped pages
+    /// released once copied: the process never holds more than one piece twice.
+    pub fn copy_tensor_data(&self, info: &TensorInfo) -> Vec<u8> {
+        const PIECE: usize = 4 << 20;
+        let data = self.data(info);
+        let mut out = Vec::with_capacity(data.len());
+        for (i, piece) in data.chunks(PIECE).enumerate() {
+            out.extend_from_slice(piece);
+            self.release_range(info.offset as usize + i * PIECE, piece.len());
+        }
+        out
+    }
+
     /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         &self.map
