@@ -304,3 +304,46 @@ fn look_ahead_preloads_low_copies() {
         assert!(max_abs_diff(&g[..n], &h[..n]) < 0.5);
     }
 }
+
+#[test]
+fn low_copies_share_pool_slots() {
+    let low = converted(Some(GgmlType::Q4_0));
+    let (_, config, _) = parts(&low);
+    let slots = config.n_experts_used;
+    let (_model, src) = streamed(&low, slots as u64, Some(1.0));
+    let per_slot = src.low_copies_per_slot();
+    assert!(
+        per_slot > 1,
+        "q4_0 copies of f32 experts fit several to a slot"
+    );
+    let never = AtomicBool::new(false);
+    // Every expert of layer 0 at low precision, one after the other: the pool keeps as many
+    // as fit, several to a slot.
+    let n = config.n_experts.min(slots * per_slot);
+    for e in 0..n {
+        let v = src.get_at_or_cancel(0, e, Precision::Low, &never).unwrap();
+        drop(v);
+    }
+    let cached = (0..n)
+        .filter(|&e| src.is_ready_at(0, e, Precision::Low))
+        .count();
+    assert!(
+        cached > slots,
+        "{cached} low copies cached in {slots} slots"
+    );
+    // A high-precision copy takes a whole slot, evicting the low copies in it, and the
+    // result is the same bytes as the mapped file's.
+    let file = GgufFile::open(&low).unwrap();
+    let resident = ResidentExperts::new(Arc::new(file), parts(&low).2);
+    for e in 0..config.n_experts {
+        let got = src.get_at_or_cancel(1, e, Precision::High, &never).unwrap();
+        let want = resident.get(1, e).unwrap();
+        assert_eq!(got.down.data, want.down.data, "expert {e}");
+        let got_low = src.get_at_or_cancel(0, e, Precision::Low, &never).unwrap();
+        let want_low = resident
+            .get_at_or_cancel(0, e, Precision::Low, &never)
+            .unwrap();
+        assert_eq!(got_low.gate.data, want_low.gate.data, "expert {e}");
+    }
+    assert_eq!(src.stats().read_errors, 0);
+}

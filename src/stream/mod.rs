@@ -261,14 +261,20 @@ const NONE: u32 = u32::MAX;
 
 struct State {
     pool: Arc<SlotPool>,
+    /// The cache's entries, `per_slot` to a pool slot: entry `e` lies in pool slot
+    /// `e / per_slot`, `e % per_slot` strides of `sub_bytes` in. A high-precision copy takes a
+    /// whole pool slot (its first entry, the others empty); low-precision copies, several
+    /// times smaller, share one. Without low copies an entry is a pool slot.
     slots: Vec<Slot>,
+    per_slot: usize,
+    sub_bytes: usize,
     /// Key to slot, or NONE. A key is `layer * n_experts + expert` for the high-precision copy,
     /// plus `n_keys` for the low-precision one: a slot knows which copy it holds.
     map: Vec<u32>,
     /// In-flight tag to (slot, bytes).
     tags: HashMap<u64, (usize, usize)>,
     next_tag: u64,
-    /// Slots in use; `active..` are retired (the pool was lowered).
+    /// Pool slots in use; `active..` are retired (the pool was lowered).
     active: usize,
     n_layers: usize,
     n_experts: usize,
@@ -441,10 +447,39 @@ impl State {
         s.error = None;
     }
 
-    /// A slot for a new expert: a free one, else the policy's victim among loaded unpinned
-    /// slots, preferring unprotected ones. Prefetches never evict protected experts.
-    fn allocate(&mut self, for_prefetch: bool) -> Option<usize> {
-        if let Some(i) = self.free_slot() {
+    /// Entries of the pool slots in use.
+    fn entries(&self) -> usize {
+        self.active * self.per_slot
+    }
+
+    /// The entries of pool slot `g`.
+    fn group(&self, g: usize) -> std::ops::Range<usize> {
+        g * self.per_slot..(g + 1) * self.per_slot
+    }
+
+    /// Pool slot and byte offset in it of entry `e`.
+    fn place(&self, e: usize) -> (usize, usize) {
+        (e / self.per_slot, (e % self.per_slot) * self.sub_bytes)
+    }
+
+    fn entry_free(&self, e: usize) -> bool {
+        self.slots[e].phase == Phase::Empty && self.slots[e].pins == 0
+    }
+
+    /// Whether entry `e`'s pool slot holds (or is loading) a high-precision copy, which
+    /// leaves no room in it for anything else.
+    fn slot_holds_high(&self, e: usize) -> bool {
+        let first = e - e % self.per_slot;
+        self.slots[first].key.is_some_and(|k| k < self.n_keys)
+    }
+
+    /// An entry for a new expert copy (`high`: the high-precision one, which needs a whole
+    /// pool slot): a free one, else the policy's victim among loaded unpinned entries,
+    /// preferring unprotected ones. A pool slot given up for a high copy costs what its
+    /// dearest entry is worth, and all its entries leave. Prefetches never evict protected
+    /// experts.
+    fn allocate(&mut self, for_prefetch: bool, high: bool) -> Option<usize> {
+        if let Some(i) = self.free_slot(high) {
             return Some(i);
         }
         let cx = PolicyContext {
@@ -453,24 +488,50 @@ impl State {
             n_layers: self.n_layers,
             max_freq: self.max_freq,
         };
-        let pick = |allow_protected: bool| {
-            (0..self.active)
-                .filter(|&i| {
-                    let s = &self.slots[i];
-                    s.phase == Phase::Ready
-                        && s.pins == 0
-                        && (allow_protected || s.protected.is_none())
-                })
-                .map(|i| {
-                    let k = self.slots[i].key.expect("ready slots hold an expert");
-                    let score = self.policy.keep_score(self.key_of(k), &self.info[k], &cx);
-                    (i, score)
-                })
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(i, _)| i)
+        let evictable = |e: usize, allow_protected: bool| {
+            let s = &self.slots[e];
+            s.phase == Phase::Ready && s.pins == 0 && (allow_protected || s.protected.is_none())
+        };
+        let worth = |e: usize| {
+            let k = self.slots[e].key.expect("ready slots hold an expert");
+            self.policy.keep_score(self.key_of(k), &self.info[k], &cx)
+        };
+        let pick = |allow_protected: bool| -> Option<usize> {
+            if high {
+                (0..self.active)
+                    .filter_map(|g| {
+                        let mut dearest = f64::NEG_INFINITY;
+                        for e in self.group(g) {
+                            if self.entry_free(e) {
+                                continue;
+                            }
+                            if !evictable(e, allow_protected) {
+                                return None;
+                            }
+                            dearest = dearest.max(worth(e));
+                        }
+                        Some((g * self.per_slot, dearest))
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(e, _)| e)
+            } else {
+                (0..self.entries())
+                    .filter(|&e| evictable(e, allow_protected))
+                    .map(|e| (e, worth(e)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(e, _)| e)
+            }
         };
         let victim = pick(false).or_else(|| (!for_prefetch).then(|| pick(true)).flatten())?;
-        self.evict(victim);
+        if high {
+            for e in self.group(victim / self.per_slot) {
+                if self.slots[e].phase == Phase::Ready {
+                    self.evict(e);
+                }
+            }
+        } else {
+            self.evict(victim);
+        }
         Some(victim)
     }
 
@@ -488,17 +549,32 @@ impl State {
         self.speculative_inflight += bytes;
     }
 
-    /// An empty slot, if any (taking it evicts nothing).
-    fn free_slot(&mut self) -> Option<usize> {
-        let i = (0..self.active)
-            .find(|&i| self.slots[i].phase == Phase::Empty && self.slots[i].pins == 0)?;
+    /// An empty entry, if any (taking it evicts nothing): for a high-precision copy, the
+    /// first of a wholly empty pool slot; for a low one, room beside other low copies first,
+    /// so whole slots stay free for high copies.
+    fn free_slot(&mut self, high: bool) -> Option<usize> {
+        let i = if high || self.per_slot == 1 {
+            (0..self.active)
+                .find(|&g| self.group(g).all(|e| self.entry_free(e)))
+                .map(|g| g * self.per_slot)
+        } else {
+            let fits = |e: usize| self.entry_free(e) && !self.slot_holds_high(e);
+            let shared = (0..self.entries()).find(|&e| {
+                fits(e)
+                    && self
+                        .group(e / self.per_slot)
+                        .any(|o| self.slots[o].key.is_some())
+            });
+            shared.or_else(|| (0..self.entries()).find(|&e| fits(e)))
+        }?;
         self.slots[i].error = None;
         Some(i)
     }
 
-    /// Marks `slot` as loading `key` and returns the reads to submit.
+    /// Marks entry `slot` as loading `key` and returns the reads to submit.
     fn start_load(&mut self, slot: usize, key: usize, plan: &Plan) -> Vec<ReadRequest> {
         self.drop_low_copy(key);
+        let (pool_slot, base) = self.place(slot);
         let mut reqs = Vec::with_capacity(plan.reads.len());
         for &(offset, len, slot_offset) in &plan.reads {
             let tag = self.next_tag;
@@ -507,8 +583,8 @@ impl State {
             reqs.push(ReadRequest {
                 offset,
                 len,
-                slot,
-                slot_offset,
+                slot: pool_slot,
+                slot_offset: base + slot_offset,
                 tag,
             });
         }
@@ -605,12 +681,19 @@ impl State {
         self.retire_if_idle(slot);
     }
 
-    /// Evicts and releases a slot above the active range once nobody uses it.
+    /// Evicts and releases the pool slot of entry `slot` when it lies above the active range
+    /// and nobody uses any of its entries.
     fn retire_if_idle(&mut self, slot: usize) {
-        let s = &self.slots[slot];
-        if slot >= self.active && s.pins == 0 && s.phase != Phase::Loading {
-            self.evict(slot);
-            self.pool.release(slot, 1);
+        let g = slot / self.per_slot;
+        if g < self.active {
+            return;
+        }
+        let idle = |e: usize| self.slots[e].pins == 0 && self.slots[e].phase != Phase::Loading;
+        if self.group(g).all(idle) {
+            for e in self.group(g) {
+                self.evict(e);
+            }
+            self.pool.release(g, 1);
         }
     }
 
@@ -628,6 +711,9 @@ pub struct StreamedExperts {
     plans: Vec<Plan>,
     /// Experts per copy (`n_layers * n_experts`).
     n_keys: usize,
+    /// Cache entries per pool slot and their stride (see [`State::slots`]).
+    per_slot: usize,
+    sub_bytes: usize,
     pool: Arc<SlotPool>,
     backend: Box<dyn Backend>,
     state: Mutex<State>,
@@ -738,6 +824,13 @@ impl StreamedExperts {
             .max()
             .unwrap_or(ALIGN)
             .max(ALIGN);
+        // Low-precision copies share pool slots, as many as fit whole.
+        let sub_bytes = plans[n_keys.min(plans.len())..]
+            .iter()
+            .map(Plan::slot_bytes)
+            .max()
+            .map_or(slot_size, |b| b.max(ALIGN));
+        let per_slot = (slot_size / sub_bytes).max(1) as usize;
         let n_slots = (cfg.pool_bytes / slot_size) as usize;
         let min_slots = n_experts_used.max(1);
         if n_slots < min_slots {
@@ -768,7 +861,9 @@ impl StreamedExperts {
         let backend = wrap(backend);
         let state = State {
             pool: pool.clone(),
-            slots: (0..pool.n_slots())
+            per_slot,
+            sub_bytes: sub_bytes as usize,
+            slots: (0..pool.n_slots() * per_slot)
                 .map(|_| Slot {
                     key: None,
                     phase: Phase::Empty,
@@ -817,6 +912,8 @@ impl StreamedExperts {
             directory,
             plans,
             n_keys,
+            per_slot,
+            sub_bytes: sub_bytes as usize,
             pool,
             backend,
             state: Mutex::new(state),
@@ -841,6 +938,11 @@ impl StreamedExperts {
     /// Bytes of one slot.
     pub fn slot_bytes(&self) -> u64 {
         self.pool.slot_size() as u64
+    }
+
+    /// Low-precision copies one pool slot holds at once (1 without copies).
+    pub fn low_copies_per_slot(&self) -> usize {
+        self.per_slot
     }
 
     /// Slots in use now.
@@ -917,8 +1019,9 @@ impl StreamedExperts {
         // Pins exactly the new range before slots above it are released.
         self.backend.resize(n);
         let mut st = self.state.lock();
-        for s in n..old {
-            st.retire_if_idle(s);
+        let per_slot = st.per_slot;
+        for g in n..old {
+            st.retire_if_idle(g * per_slot);
         }
         Ok(())
     }
@@ -1044,7 +1147,7 @@ impl StreamedExperts {
                 waiting.push((layer, key));
                 continue;
             }
-            let slot = match st.free_slot() {
+            let slot = match st.free_slot(key < self.n_keys) {
                 Some(s) => Some(s),
                 None if st.budget_aware_preloads && st.demand_inflight > 0 => {
                     waiting.push((layer, key));
@@ -1079,7 +1182,8 @@ impl StreamedExperts {
             return;
         }
         let free: Vec<usize> = (0..st.active)
-            .filter(|&i| st.slots[i].phase == Phase::Empty && st.slots[i].pins == 0)
+            .filter(|&g| st.group(g).all(|e| st.entry_free(e)))
+            .map(|g| g * st.per_slot)
             .collect();
         if free.is_empty() {
             return;
@@ -1115,10 +1219,17 @@ impl StreamedExperts {
 
     fn view(&self, slot: usize, key: usize) -> Result<ExpertView<'_>> {
         let guard = PinGuard { owner: self, slot };
-        // SAFETY: the slot is loaded (all its reads completed and were reaped) and pinned by
-        // `guard`, which the view owns: nothing writes into it or reuses it while the view
-        // lives.
-        let bytes = unsafe { self.pool.slot(slot) };
+        let pool_slot = slot / self.per_slot;
+        let (offset, len) = if key < self.n_keys || self.per_slot == 1 {
+            (0, self.pool.slot_size())
+        } else {
+            ((slot % self.per_slot) * self.sub_bytes, self.sub_bytes)
+        };
+        // SAFETY: the entry is loaded (all its reads completed and were reaped) and pinned by
+        // `guard`, which the view owns: nothing writes into its bytes or reuses them while the
+        // view lives. A high copy's entry spans its pool slot, whose other entries stay empty
+        // meanwhile; a low copy's spans only its own stride.
+        let bytes = unsafe { self.pool.bytes(pool_slot, offset, len) };
         ExpertView::new(&self.plans[key].loc, 0, bytes, Some(Box::new(guard)))
     }
 }
@@ -1191,7 +1302,7 @@ impl ExpertSource for StreamedExperts {
                         st.slots[s].pins += 1;
                         held = Some(s);
                         s
-                    } else if let Some(s) = st.allocate(false) {
+                    } else if let Some(s) = st.allocate(false, precision == Precision::High) {
                         st.stats.gets += 1;
                         st.stats.low_gets += low;
                         st.stats.misses += 1;
@@ -1396,7 +1507,7 @@ impl StreamedExperts {
                 st.deferred.push((layer, key));
                 continue;
             }
-            let Some(s) = st.allocate(false) else {
+            let Some(s) = st.allocate(false, key < self.n_keys) else {
                 break;
             };
             self.count_read(&mut st, key);
@@ -1423,7 +1534,7 @@ impl StreamedExperts {
     fn evict_for_preload(&self, st: &mut State, key: usize) -> Option<usize> {
         let bytes = self.plans[key].slot_bytes();
         let slot = if !st.budget_aware_preloads || st.eviction_pays(bytes) {
-            st.allocate(true)
+            st.allocate(true, key < self.n_keys)
         } else {
             None
         };

@@ -236,6 +236,18 @@ impl SlotPool {
         unsafe { std::slice::from_raw_parts(self.base.add(slot * self.slot_size), self.slot_size) }
     }
 
+    /// The `len` bytes at `offset` inside `slot`.
+    ///
+    /// # Safety
+    /// No read may be writing into that range while the returned slice lives.
+    pub unsafe fn bytes(&self, slot: usize, offset: usize, len: usize) -> &[u8] {
+        let ptr = self
+            .ptr(slot, offset, len)
+            .unwrap_or_else(|| panic!("{len} bytes at {offset} of slot {slot} out of range"));
+        // SAFETY: in bounds (checked by `ptr`); no concurrent writer per the caller's contract.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
     /// Gives the memory of slots `first..first + count` back to the OS (after the pool was
     /// lowered); it is faulted in again, zeroed, when a read next writes there.
     pub fn release(&self, first: usize, count: usize) {
