@@ -347,3 +347,47 @@ fn low_copies_share_pool_slots() {
     }
     assert_eq!(src.stats().read_errors, 0);
 }
+
+/// Lowering the pool while low copies share its slots evicts down to the new size (no
+/// more copies cached than its slots hold), raising it again works, and generation goes on.
+#[test]
+fn resizing_a_pool_of_shared_slots_mid_generation() {
+    let low = converted(Some(GgmlType::Q4_0));
+    let (_, config, _) = parts(&low);
+    let used = config.n_experts_used;
+    let (model, src) = streamed(&low, 3 * used as u64, Some(1.0));
+    let slot = src.slot_bytes();
+    let per_slot = src.low_copies_per_slot();
+    let cached = |precision| {
+        (0..config.n_layers)
+            .flat_map(|l| (0..config.n_experts).map(move |e| (l, e)))
+            .filter(|&(l, e)| src.is_ready_at(l, e, precision))
+            .count()
+    };
+    let vocab = model.config.vocab;
+    let mut s = Session::new(model.clone(), Some(64)).unwrap();
+    let prompt = &reference(FAMILY).prompts[0].ids;
+    let mut next = argmax(&s.eval(prompt, false).unwrap()[..vocab]);
+    for step in 0..16 {
+        match step {
+            5 => {
+                src.set_pool_bytes(used as u64 * slot).unwrap();
+                assert_eq!(src.slots(), used);
+                let (high, lowc) = (cached(Precision::High), cached(Precision::Low));
+                assert!(
+                    high + lowc.div_ceil(per_slot) <= used,
+                    "{high} high, {lowc} low"
+                );
+            }
+            11 => src.set_pool_bytes(3 * used as u64 * slot).unwrap(),
+            _ => {}
+        }
+        let logits = s.eval(&[next], false).unwrap();
+        assert!(logits.iter().all(|v| v.is_finite()));
+        next = argmax(logits);
+    }
+    let st = src.stats();
+    assert_eq!(st.read_errors, 0);
+    assert!(st.low_gets > 0, "{st:?}");
+    assert_eq!(src.slots(), 3 * used);
+}
