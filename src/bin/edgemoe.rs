@@ -582,14 +582,23 @@ fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
     if steps.iter().any(|s| !s.predicted_next.is_empty()) {
         println!(
             "\nfetches served from memory (kept or preloaded) with the trace's `{}` predictions \
-             preloaded as the engine does; Belady's column is the demand-only optimum above:",
+             preloaded as the engine does; Belady's column evicts with the future known \
+             (the optimum for the same preloads), the last the demand-only optimum above:",
             t.predictor
         );
-        println!("{}", header("best/belady"));
-        for (&n, &belady) in slots.iter().zip(&beladys) {
+        println!("{} {:>12}", header("best/belady"), "demand MIN");
+        for (&n, &demand_min) in slots.iter().zip(&beladys) {
             let r = edgemoe::stream::compare_policies_with_preloads(&steps, t.n_layers, n);
-            let rates: Vec<(&str, f64)> = r.iter().map(|x| (x.0, x.1.served_rate())).collect();
-            println!("{}", row(n, &rates, belady));
+            let belady = r
+                .iter()
+                .find(|x| x.0 == "belady")
+                .map_or(0.0, |x| x.1.served_rate());
+            let rates: Vec<(&str, f64)> = r
+                .iter()
+                .filter(|x| x.0 != "belady")
+                .map(|x| (x.0, x.1.served_rate()))
+                .collect();
+            println!("{} {demand_min:>12.3}", row(n, &rates, belady));
         }
         println!("\npreloads wasted per fetch (evicted or passed over unused):");
         println!(
@@ -605,6 +614,7 @@ fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
             let r = edgemoe::stream::compare_policies_with_preloads(&steps, t.n_layers, n);
             let w: Vec<String> = r
                 .iter()
+                .filter(|x| x.0 != "belady")
                 .map(|x| {
                     format!(
                         "{:>8.3}",

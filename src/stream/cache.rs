@@ -465,13 +465,56 @@ pub fn compare_policies(
     out
 }
 
-/// Scores every policy with the trace's preloads ([`replay_with_preloads`]).
+/// Belady's MIN as an eviction rule for [`replay_with_preloads`]: evicts the cached expert
+/// whose next use lies farthest ahead (or never comes). It reads the trace's future, so it is
+/// no online policy: replayed with the engine's own preloads and protections it is the
+/// offline optimum for eviction, against which the online policies' eviction is scored.
+pub struct FutureMin {
+    /// Access numbers (1-based, in replay order) of every expert.
+    uses: HashMap<Key, Vec<u64>>,
+}
+
+impl FutureMin {
+    pub fn new(steps: &[ReplayStep], n_layers: usize) -> Self {
+        let n = n_layers.max(1);
+        let mut uses: HashMap<Key, Vec<u64>> = HashMap::new();
+        let mut t = 0u64;
+        for step in steps {
+            let mut used = step.used.clone();
+            used.sort_unstable();
+            used.dedup();
+            for e in used {
+                t += 1;
+                uses.entry((step.layer % n, e)).or_default().push(t);
+            }
+        }
+        FutureMin { uses }
+    }
+}
+
+impl EvictionPolicy for FutureMin {
+    fn name(&self) -> &'static str {
+        "belady"
+    }
+    fn keep_score(&self, key: Key, _: &AccessInfo, cx: &PolicyContext) -> f64 {
+        // `cx.now` is the number of the access being served (or the next one, for a
+        // preload): the next use is the first at or after it.
+        let Some(times) = self.uses.get(&key) else {
+            return f64::NEG_INFINITY;
+        };
+        let i = times.partition_point(|&t| t < cx.now);
+        times.get(i).map_or(f64::NEG_INFINITY, |&t| -(t as f64))
+    }
+}
+
+/// Scores every policy with the trace's preloads ([`replay_with_preloads`]), and last, as
+/// `belady`, the same preloads with Belady's eviction ([`FutureMin`]).
 pub fn compare_policies_with_preloads(
     steps: &[ReplayStep],
     n_layers: usize,
     slots: usize,
 ) -> Vec<(&'static str, ReplayStats)> {
-    PolicyKind::ALL
+    let mut out: Vec<_> = PolicyKind::ALL
         .iter()
         .map(|k| {
             let p = k.build();
@@ -480,7 +523,10 @@ pub fn compare_policies_with_preloads(
                 replay_with_preloads(steps, n_layers, slots, p.as_ref()),
             )
         })
-        .collect()
+        .collect();
+    let min = FutureMin::new(steps, n_layers);
+    out.push(("belady", replay_with_preloads(steps, n_layers, slots, &min)));
+    out
 }
 
 #[cfg(test)]
@@ -511,6 +557,36 @@ mod tests {
         let lru = replay(&trace, 1, 2, &Lru);
         assert!(lfu.hits >= lru.hits, "lfu {lfu:?} lru {lru:?}");
         assert_eq!(lfu.hits, 5);
+    }
+
+    #[test]
+    fn future_min_without_preloads_is_belady() {
+        // Steps of one pseudo-random expert each, over two layers, no predictions: the replay
+        // with Belady's eviction rule must hit exactly as often as Belady's MIN.
+        let mut x = 777u64;
+        let steps: Vec<ReplayStep> = (0..400)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ReplayStep {
+                    layer: i % 2,
+                    used: vec![((x >> 33) % 6) as usize],
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let trace: Vec<Key> = steps.iter().map(|s| (s.layer, s.used[0])).collect();
+        let min = FutureMin::new(&steps, 2);
+        for slots in [1, 2, 4, 8] {
+            let got = replay_with_preloads(&steps, 2, slots, &min);
+            assert_eq!(got.hits, belady(&trace, slots).hits, "{slots} slots");
+            for kind in PolicyKind::ALL {
+                let p = kind.build();
+                let s = replay_with_preloads(&steps, 2, slots, p.as_ref());
+                assert!(s.hits <= got.hits, "{} beats belady", p.name());
+            }
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 pub use backend::{open_backend, Backend, BackendKind, Completion, ReadRequest};
 pub use cache::{
     belady, compare_policies, compare_policies_with_preloads, replay, replay_with_preloads,
-    AccessInfo, EvictionPolicy, Key, PolicyContext, PolicyKind, ReplayStats, ReplayStep,
+    AccessInfo, EvictionPolicy, FutureMin, Key, PolicyContext, PolicyKind, ReplayStats, ReplayStep,
 };
 pub use pool::{SlotPool, ALIGN};
 pub use source::Source;
