@@ -566,16 +566,8 @@ fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
     let mut beladys = Vec::new();
     for &n in &slots {
         let r = edgemoe::stream::compare_policies(&keys, t.n_layers, n);
-        let belady = r
-            .iter()
-            .find(|x| x.0 == "belady")
-            .map_or(0.0, |x| x.1.hit_rate());
+        let (rates, belady) = split_belady(&r, edgemoe::stream::ReplayStats::hit_rate);
         beladys.push(belady);
-        let rates: Vec<(&str, f64)> = r
-            .iter()
-            .filter(|x| x.0 != "belady")
-            .map(|x| (x.0, x.1.hit_rate()))
-            .collect();
         println!("{}", row(n, &rates, belady));
     }
     let steps = replay_steps(&t);
@@ -589,15 +581,7 @@ fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
         println!("{} {:>12}", header("best/belady"), "demand MIN");
         for (&n, &demand_min) in slots.iter().zip(&beladys) {
             let r = edgemoe::stream::compare_policies_with_preloads(&steps, t.n_layers, n);
-            let belady = r
-                .iter()
-                .find(|x| x.0 == "belady")
-                .map_or(0.0, |x| x.1.served_rate());
-            let rates: Vec<(&str, f64)> = r
-                .iter()
-                .filter(|x| x.0 != "belady")
-                .map(|x| (x.0, x.1.served_rate()))
-                .collect();
+            let (rates, belady) = split_belady(&r, edgemoe::stream::ReplayStats::served_rate);
             println!("{} {demand_min:>12.3}", row(n, &rates, belady));
         }
         println!("\npreloads wasted per fetch (evicted or passed over unused):");
@@ -626,6 +610,23 @@ fn run_replay(a: ReplayArgs) -> edgemoe::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The online policies' rates, and Belady's.
+fn split_belady(
+    r: &[(&'static str, edgemoe::stream::ReplayStats)],
+    rate: fn(&edgemoe::stream::ReplayStats) -> f64,
+) -> (Vec<(&'static str, f64)>, f64) {
+    let belady = r
+        .iter()
+        .find(|x| x.0 == "belady")
+        .map_or(0.0, |x| rate(&x.1));
+    let rates = r
+        .iter()
+        .filter(|x| x.0 != "belady")
+        .map(|x| (x.0, rate(&x.1)))
+        .collect();
+    (rates, belady)
 }
 
 /// The trace as the engine ran it, layer by layer, with its predictions.

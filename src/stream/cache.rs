@@ -559,24 +559,32 @@ mod tests {
         assert_eq!(lfu.hits, 5);
     }
 
-    #[test]
-    fn future_min_without_preloads_is_belady() {
-        // Steps of one pseudo-random expert each, over two layers, no predictions: the replay
-        // with Belady's eviction rule must hit exactly as often as Belady's MIN.
-        let mut x = 777u64;
-        let steps: Vec<ReplayStep> = (0..400)
+    /// 400 fetches over two alternating layers of six experts, from a seeded LCG.
+    fn pseudo_random_trace(seed: u64) -> Vec<Key> {
+        let mut x = seed;
+        (0..400)
             .map(|i| {
                 x = x
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                ReplayStep {
-                    layer: i % 2,
-                    used: vec![((x >> 33) % 6) as usize],
-                    ..Default::default()
-                }
+                (i % 2, ((x >> 33) % 6) as usize)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn future_min_without_preloads_is_belady() {
+        // Steps of one pseudo-random expert each, over two layers, no predictions: the replay
+        // with Belady's eviction rule must hit exactly as often as Belady's MIN.
+        let trace = pseudo_random_trace(777);
+        let steps: Vec<ReplayStep> = trace
+            .iter()
+            .map(|&(layer, e)| ReplayStep {
+                layer,
+                used: vec![e],
+                ..Default::default()
             })
             .collect();
-        let trace: Vec<Key> = steps.iter().map(|s| (s.layer, s.used[0])).collect();
         let min = FutureMin::new(&steps, 2);
         for slots in [1, 2, 4, 8] {
             let got = replay_with_preloads(&steps, 2, slots, &min);
@@ -591,16 +599,7 @@ mod tests {
 
     #[test]
     fn no_policy_beats_belady() {
-        // A pseudo-random two-layer trace.
-        let mut x = 12345u64;
-        let trace: Vec<Key> = (0..400)
-            .map(|i| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (i % 2, ((x >> 33) % 6) as usize)
-            })
-            .collect();
+        let trace = pseudo_random_trace(12345);
         for slots in [1, 2, 4, 8, 12] {
             let all = compare_policies(&trace, 2, slots);
             let best = all.last().unwrap().1.hits;
