@@ -958,10 +958,14 @@ fn run_generate(mut a: GenerateArgs) -> edgemoe::Result<()> {
             let s = st.stats();
             let toks = (stats.prompt_tokens + stats.generated_tokens).max(1) as f64;
             eprintln!(
-                "experts ({}, {} slots of {}): {} fetches, {} cache hits ({:.1}%), {} preload hits, {} misses, {} preloads ({} wasted); read {} ({} per token) at {}/s; waited {:.3} s on I/O",
+                "experts ({}, {} slots of {}{}): {} fetches, {} cache hits ({:.1}%), {} preload hits, {} misses, {} preloads ({} wasted); read {} ({} per token) at {}/s; waited {:.3} s on I/O",
                 st.backend_name(),
                 st.slots(),
                 human(st.slot_bytes()),
+                match st.low_copies_per_slot() {
+                    1 => String::new(),
+                    n => format!(", or {n} low-precision copies each"),
+                },
                 s.gets,
                 s.hits,
                 100.0 * s.hit_rate(),
