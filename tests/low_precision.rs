@@ -69,12 +69,21 @@ fn parts(path: &Path) -> (Arc<GgufFile>, ModelConfig, Arc<ExpertDirectory>) {
     (file, config, directory)
 }
 
-/// A streamed model with a pool of `slots` experts.
+/// A streamed model with a pool of `slots` experts (pread backend).
 fn streamed(path: &Path, slots: u64, threshold: Option<f32>) -> (Arc<Model>, Arc<StreamedExperts>) {
+    streamed_with(path, slots, threshold, BackendKind::Pread)
+}
+
+fn streamed_with(
+    path: &Path,
+    slots: u64,
+    threshold: Option<f32>,
+    backend: BackendKind,
+) -> (Arc<Model>, Arc<StreamedExperts>) {
     let (file, config, directory) = parts(path);
     let cfg = StreamConfig {
         pool_bytes: slots * edgemoe::stream::slot_bytes(&directory),
-        backend: BackendKind::Pread,
+        backend,
         policy: PolicyKind::Lru,
         queue_depth: 8,
         mlock: false,
@@ -307,10 +316,16 @@ fn look_ahead_preloads_low_copies() {
 
 #[test]
 fn low_copies_share_pool_slots() {
+    for backend in [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap] {
+        low_copies_share_pool_slots_with(backend);
+    }
+}
+
+fn low_copies_share_pool_slots_with(backend: BackendKind) {
     let low = converted(Some(GgmlType::Q4_0));
     let (_, config, _) = parts(&low);
     let slots = config.n_experts_used;
-    let (_model, src) = streamed(&low, slots as u64, Some(1.0));
+    let (_model, src) = streamed_with(&low, slots as u64, Some(1.0), backend);
     let per_slot = src.low_copies_per_slot();
     assert!(
         per_slot > 1,
@@ -338,12 +353,15 @@ fn low_copies_share_pool_slots() {
     for e in 0..config.n_experts {
         let got = src.get_at_or_cancel(1, e, Precision::High, &never).unwrap();
         let want = resident.get(1, e).unwrap();
-        assert_eq!(got.down.data, want.down.data, "expert {e}");
+        assert_eq!(got.down.data, want.down.data, "{backend:?}: expert {e}");
         let got_low = src.get_at_or_cancel(0, e, Precision::Low, &never).unwrap();
         let want_low = resident
             .get_at_or_cancel(0, e, Precision::Low, &never)
             .unwrap();
-        assert_eq!(got_low.gate.data, want_low.gate.data, "expert {e}");
+        assert_eq!(
+            got_low.gate.data, want_low.gate.data,
+            "{backend:?}: expert {e}"
+        );
     }
     assert_eq!(src.stats().read_errors, 0);
 }
@@ -352,10 +370,16 @@ fn low_copies_share_pool_slots() {
 /// more copies cached than its slots hold), raising it again works, and generation goes on.
 #[test]
 fn resizing_a_pool_of_shared_slots_mid_generation() {
+    for backend in [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap] {
+        resizing_a_pool_of_shared_slots_with(backend);
+    }
+}
+
+fn resizing_a_pool_of_shared_slots_with(backend: BackendKind) {
     let low = converted(Some(GgmlType::Q4_0));
     let (_, config, _) = parts(&low);
     let used = config.n_experts_used;
-    let (model, src) = streamed(&low, 3 * used as u64, Some(1.0));
+    let (model, src) = streamed_with(&low, 3 * used as u64, Some(1.0), backend);
     let slot = src.slot_bytes();
     let per_slot = src.low_copies_per_slot();
     let cached = |precision| {
