@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 const FAMILY: &str = "mixtral";
 const GREEDY: usize = 8;
+const BACKENDS: [BackendKind; 3] = [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap];
 
 /// The mixtral fixture converted to f32, without (`low = None`) or with low-precision copies.
 fn converted(low: Option<GgmlType>) -> PathBuf {
@@ -316,16 +317,27 @@ fn look_ahead_preloads_low_copies() {
 
 #[test]
 fn low_copies_share_pool_slots() {
-    for backend in [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap] {
-        low_copies_share_pool_slots_with(backend);
-    }
+    BACKENDS
+        .into_iter()
+        .for_each(low_copies_share_pool_slots_with);
+}
+
+/// The fixture with q4_0 copies, streamed at threshold 1 through a pool of `pools_per_token`
+/// times the slots one token's experts of a layer need.
+fn with_low_copies(
+    pools_per_token: usize,
+    backend: BackendKind,
+) -> (PathBuf, ModelConfig, Arc<Model>, Arc<StreamedExperts>) {
+    let low = converted(Some(GgmlType::Q4_0));
+    let (_, config, _) = parts(&low);
+    let slots = (pools_per_token * config.n_experts_used) as u64;
+    let (model, src) = streamed_with(&low, slots, Some(1.0), backend);
+    (low, config, model, src)
 }
 
 fn low_copies_share_pool_slots_with(backend: BackendKind) {
-    let low = converted(Some(GgmlType::Q4_0));
-    let (_, config, _) = parts(&low);
+    let (low, config, _model, src) = with_low_copies(1, backend);
     let slots = config.n_experts_used;
-    let (_model, src) = streamed_with(&low, slots as u64, Some(1.0), backend);
     let per_slot = src.low_copies_per_slot();
     assert!(
         per_slot > 1,
@@ -344,7 +356,7 @@ fn low_copies_share_pool_slots_with(backend: BackendKind) {
         .count();
     assert!(
         cached > slots,
-        "{cached} low copies cached in {slots} slots"
+        "{backend:?}: {cached} low copies cached in {slots} slots"
     );
     // A high-precision copy takes a whole slot, evicting the low copies in it, and the
     // result is the same bytes as the mapped file's.
@@ -370,16 +382,14 @@ fn low_copies_share_pool_slots_with(backend: BackendKind) {
 /// more copies cached than its slots hold), raising it again works, and generation goes on.
 #[test]
 fn resizing_a_pool_of_shared_slots_mid_generation() {
-    for backend in [BackendKind::IoUring, BackendKind::Pread, BackendKind::Mmap] {
-        resizing_a_pool_of_shared_slots_with(backend);
-    }
+    BACKENDS
+        .into_iter()
+        .for_each(resizing_a_pool_of_shared_slots_with);
 }
 
 fn resizing_a_pool_of_shared_slots_with(backend: BackendKind) {
-    let low = converted(Some(GgmlType::Q4_0));
-    let (_, config, _) = parts(&low);
+    let (_, config, model, src) = with_low_copies(3, backend);
     let used = config.n_experts_used;
-    let (model, src) = streamed_with(&low, 3 * used as u64, Some(1.0), backend);
     let slot = src.slot_bytes();
     let per_slot = src.low_copies_per_slot();
     let cached = |precision| {

@@ -462,6 +462,13 @@ impl State {
         (e / self.per_slot, (e % self.per_slot) * self.sub_bytes)
     }
 
+    /// First entries of the pool slots in use that are wholly empty (room for a high copy).
+    fn empty_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.active)
+            .filter(|&g| self.group(g).all(|e| self.entry_free(e)))
+            .map(|g| g * self.per_slot)
+    }
+
     fn entry_free(&self, e: usize) -> bool {
         self.slots[e].phase == Phase::Empty && self.slots[e].pins == 0
     }
@@ -554,9 +561,7 @@ impl State {
     /// so whole slots stay free for high copies.
     fn free_slot(&mut self, high: bool) -> Option<usize> {
         let i = if high || self.per_slot == 1 {
-            (0..self.active)
-                .find(|&g| self.group(g).all(|e| self.entry_free(e)))
-                .map(|g| g * self.per_slot)
+            self.empty_slots().next()
         } else {
             let fits = |e: usize| self.entry_free(e) && !self.slot_holds_high(e);
             let shared = (0..self.entries()).find(|&e| {
@@ -940,6 +945,11 @@ impl StreamedExperts {
         self.pool.slot_size() as u64
     }
 
+    /// Whether cache key `key` names a high-precision copy.
+    fn is_high(&self, key: usize) -> bool {
+        key < self.n_keys
+    }
+
     /// Low-precision copies one pool slot holds at once (1 without copies).
     pub fn low_copies_per_slot(&self) -> usize {
         self.per_slot
@@ -1147,7 +1157,7 @@ impl StreamedExperts {
                 waiting.push((layer, key));
                 continue;
             }
-            let slot = match st.free_slot(key < self.n_keys) {
+            let slot = match st.free_slot(self.is_high(key)) {
                 Some(s) => Some(s),
                 None if st.budget_aware_preloads && st.demand_inflight > 0 => {
                     waiting.push((layer, key));
@@ -1181,10 +1191,7 @@ impl StreamedExperts {
         if !st.fill_ahead || st.fill_paused || !st.has_room(self.slot_bytes()) {
             return;
         }
-        let free: Vec<usize> = (0..st.active)
-            .filter(|&g| st.group(g).all(|e| st.entry_free(e)))
-            .map(|g| g * st.per_slot)
-            .collect();
+        let free: Vec<usize> = st.empty_slots().collect();
         if free.is_empty() {
             return;
         }
@@ -1220,7 +1227,7 @@ impl StreamedExperts {
     fn view(&self, slot: usize, key: usize) -> Result<ExpertView<'_>> {
         let guard = PinGuard { owner: self, slot };
         let pool_slot = slot / self.per_slot;
-        let (offset, len) = if key < self.n_keys || self.per_slot == 1 {
+        let (offset, len) = if self.is_high(key) || self.per_slot == 1 {
             (0, self.pool.slot_size())
         } else {
             ((slot % self.per_slot) * self.sub_bytes, self.sub_bytes)
@@ -1507,7 +1514,7 @@ impl StreamedExperts {
                 st.deferred.push((layer, key));
                 continue;
             }
-            let Some(s) = st.allocate(false, key < self.n_keys) else {
+            let Some(s) = st.allocate(false, self.is_high(key)) else {
                 break;
             };
             self.count_read(&mut st, key);
@@ -1534,7 +1541,7 @@ impl StreamedExperts {
     fn evict_for_preload(&self, st: &mut State, key: usize) -> Option<usize> {
         let bytes = self.plans[key].slot_bytes();
         let slot = if !st.budget_aware_preloads || st.eviction_pays(bytes) {
-            st.allocate(true, key < self.n_keys)
+            st.allocate(true, self.is_high(key))
         } else {
             None
         };

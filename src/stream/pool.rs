@@ -231,9 +231,8 @@ impl SlotPool {
     /// No read may be writing into `slot` while the returned slice lives (the cache ensures
     /// this by handing out views only of loaded, pinned slots).
     pub unsafe fn slot(&self, slot: usize) -> &[u8] {
-        assert!(slot < self.n_slots, "slot {slot} out of range");
-        // SAFETY: in bounds (asserted); no concurrent writer per the caller's contract.
-        unsafe { std::slice::from_raw_parts(self.base.add(slot * self.slot_size), self.slot_size) }
+        // SAFETY: the caller's contract covers the whole slot.
+        unsafe { self.bytes(slot, 0, self.slot_size) }
     }
 
     /// The `len` bytes at `offset` inside `slot`.
