@@ -67,6 +67,16 @@ struct Run {
     ideal_ms_per_token: f64,
     /// Actual over ideal time per token (1.0 is the physical limit).
     vs_ideal: f64,
+    /// Resident compute plus needed bytes / raw bandwidth, per token: a pipeline that never
+    /// overlaps a read with computation.
+    serial_ms_per_token: f64,
+    /// Decode time per token with every expert resident, measured just before this run.
+    resident_ms_per_token: f64,
+    /// Mean of the raw sequential read passes just before and just after this run.
+    raw_read_bandwidth: f64,
+    /// How much of the shorter of compute and needed reads ran beside the other:
+    /// (serial - actual) / min(compute, reads). 1.0 reaches the ideal; 0 overlaps nothing.
+    hidden_share: f64,
 }
 
 #[derive(Serialize)]
@@ -79,8 +89,10 @@ struct Report {
     budget_aware_preloads: bool,
     expert_bytes: u64,
     resident_ms_per_token: f64,
+    /// Mean of every raw pass.
     raw_read_bandwidth: f64,
-    raw_read_note: Option<String>,
+    /// Each raw pass, bytes per second: one before the first run and one after each run.
+    raw_read_passes: Vec<f64>,
     runs: Vec<Run>,
 }
 
@@ -92,39 +104,49 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
     let pf = preflight(&plan.model, u64::MAX / 4, Some(ctx))?;
     let fixed = pf.resident + pf.kv_cache + pf.scratch;
 
-    // The limits: compute with every expert in memory (warm), and raw storage bandwidth.
-    let resident = Arc::new(Model::load_with(
-        &plan.model,
-        LoadOptions {
-            backend: Backend::Resident,
-            threads: plan.threads,
-            context_length: Some(ctx),
-            ..Default::default()
-        },
-    )?);
-    decode(&resident, plan.n_gen.min(16))?; // page the mapped weights in
-    let resident_s = decode(&resident, plan.n_gen)?;
-    let resident_ms = resident_s * 1e3 / plan.n_gen as f64;
+    // The limits: compute with every expert in memory (warm), and raw storage bandwidth. Both
+    // are measured again next to every run: on a shared or virtual machine either moves by up to
+    // 2x within minutes (CPU steal, the disk's own caching).
+    let resident_pass = || -> edgemoe::Result<f64> {
+        let resident = Arc::new(Model::load_with(
+            &plan.model,
+            LoadOptions {
+                backend: Backend::Resident,
+                threads: plan.threads,
+                context_length: Some(ctx),
+                ..Default::default()
+            },
+        )?);
+        decode(&resident, plan.n_gen.min(16))?; // page the mapped weights in
+        Ok(decode(&resident, plan.n_gen)? * 1e3 / plan.n_gen as f64)
+    };
+    let mut resident_passes = vec![resident_pass()?];
     let kernel = edgemoe::quant::kernel_name().to_string();
-    drop(resident);
 
     let source = Source::path(&plan.model);
     let (start, end) = expert_region(&plan.model)?;
     source.drop_page_cache();
-    // At least 256 MiB: the demo's 7.5 MiB of experts read once take ~12 ms, too short to time.
-    let raw = rawread::sequential_read(&source, start, end - start, 4 << 20, 16, 256 << 20)?;
-    let raw_bw = raw.bandwidth();
-    eprintln!(
-        "limits: resident compute {resident_ms:.2} ms/token; sequential uncached read ({} KiB reads, 16 in flight) {:.0} MiB/s ({} MiB in {} passes){}",
-        raw.chunk >> 10,
-        raw_bw / (1 << 20) as f64,
-        raw.bytes >> 20,
-        raw.passes,
-        raw.cache_note
-            .as_deref()
-            .map(|n| format!(" [{n}]"))
-            .unwrap_or_default()
-    );
+    // The disk's speed drifts (a virtual disk by up to 2x within minutes), so a raw pass runs
+    // before the first run and after every run; each run is held to the mean of the two passes
+    // around it. At least 256 MiB a pass: the demo's 7.5 MiB read once take ~12 ms.
+    let raw_pass = || -> edgemoe::Result<f64> {
+        source.drop_page_cache();
+        let raw = rawread::sequential_read(&source, start, end - start, 4 << 20, 16, 256 << 20)?;
+        eprintln!(
+            "raw sequential uncached read ({} KiB reads, 16 in flight): {:.0} MiB/s ({} MiB in {} passes){}",
+            raw.chunk >> 10,
+            raw.bandwidth() / (1 << 20) as f64,
+            raw.bytes >> 20,
+            raw.passes,
+            raw.cache_note
+                .as_deref()
+                .map(|n| format!(" [{n}]"))
+                .unwrap_or_default()
+        );
+        Ok(raw.bandwidth())
+    };
+    let mut raw_passes = vec![raw_pass()?];
+    eprintln!("resident compute {:.2} ms/token", resident_passes[0]);
 
     let mut runs = Vec::new();
     for &backend in &plan.backends {
@@ -135,6 +157,10 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
             };
             for &pct in &plan.percents {
                 let budget = fixed + (pf.max_pool as f64 * pct / 100.0) as u64;
+                if !runs.is_empty() {
+                    resident_passes.push(resident_pass()?);
+                }
+                let resident_ms = resident_passes[resident_passes.len() - 1];
                 source.drop_page_cache();
                 let model = match Model::load_with(
                     &plan.model,
@@ -164,11 +190,17 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                 st.reset_stats();
                 let secs = decode(&model, plan.n_gen)?;
                 let s = st.stats();
+                drop(model);
+                let raw_before = *raw_passes.last().unwrap_or(&0.0);
+                raw_passes.push(raw_pass()?);
+                let raw_bw = (raw_before + raw_passes[raw_passes.len() - 1]) / 2.0;
                 let n = plan.n_gen as f64;
                 let mean_read = s.bytes_read as f64 / s.reads.max(1) as f64;
                 let needed = (s.misses + s.preload_hits) as f64 * mean_read / n;
                 let ms = secs * 1e3 / n;
-                let ideal = resident_ms.max(needed / raw_bw * 1e3);
+                let read_ms = needed / raw_bw * 1e3;
+                let ideal = resident_ms.max(read_ms);
+                let serial = resident_ms + read_ms;
                 let run = Run {
                     backend: st.backend_name().to_string(),
                     predictor: predictor.name().to_string(),
@@ -193,6 +225,10 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                     io_wait_ms_per_token: s.io_wait.as_secs_f64() * 1e3 / n,
                     ideal_ms_per_token: ideal,
                     vs_ideal: ms / ideal,
+                    serial_ms_per_token: serial,
+                    hidden_share: (serial - ms) / resident_ms.min(read_ms).max(1e-9),
+                    raw_read_bandwidth: raw_bw,
+                    resident_ms_per_token: resident_ms,
                 };
                 eprintln!("{}", row(&run));
                 runs.push(run);
@@ -207,9 +243,9 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
         fill_ahead: plan.fill_ahead,
         budget_aware_preloads: plan.budget_aware_preloads,
         expert_bytes: pf.expert_bytes,
-        resident_ms_per_token: resident_ms,
-        raw_read_bandwidth: raw_bw,
-        raw_read_note: raw.cache_note,
+        resident_ms_per_token: resident_passes.iter().sum::<f64>() / resident_passes.len() as f64,
+        raw_read_bandwidth: raw_passes.iter().sum::<f64>() / raw_passes.len() as f64,
+        raw_read_passes: raw_passes,
         runs,
     };
     write_outputs(&plan.out, &report)
@@ -238,19 +274,23 @@ fn expert_region(path: &Path) -> edgemoe::Result<(u64, u64)> {
     Ok((lo.min(hi), hi))
 }
 
-const HEADER: &str = "| backend | predictor | budget % | pool MiB | tok/s | ms/token | ideal ms | vs ideal | hit rate | served | MiB read/token | read MiB/s | wait ms/token |";
+const HEADER: &str = "| backend | predictor | budget % | pool MiB | tok/s | ms/token | resident ms | raw MiB/s | ideal ms | vs ideal | serial ms | hidden | hit rate | served | MiB read/token | read MiB/s | wait ms/token |";
 
 fn row(r: &Run) -> String {
     format!(
-        "| {} | {} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2}x | {:.3} | {:.3} | {:.1} | {:.0} | {:.1} |",
+        "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.3} | {:.3} | {:.1} | {:.0} | {:.1} |",
         r.backend,
         r.predictor,
         r.percent,
         r.pool as f64 / (1 << 20) as f64,
         r.tokens_per_second,
         r.ms_per_token,
+        r.resident_ms_per_token,
+        r.raw_read_bandwidth / (1 << 20) as f64,
         r.ideal_ms_per_token,
         r.vs_ideal,
+        r.serial_ms_per_token,
+        r.hidden_share,
         r.hit_rate,
         r.served_rate,
         r.bytes_read_per_token / (1 << 20) as f64,
@@ -293,7 +333,7 @@ fn write_outputs(out: &Path, report: &Report) -> edgemoe::Result<()> {
         .map(|_| "---|")
         .collect::<String>();
     let mut md = format!(
-        "{}: {} threads, {} kernels, {} policy, fill-ahead {}, budget-aware preloads {}; expert bytes {} MiB\n\nresident compute {:.2} ms/token; raw sequential uncached read (reads of up to 4 MiB, 16 in flight, at least 256 MiB) {:.0} MiB/s\n\n{HEADER}\n|{}\n",
+        "{}: {} threads, {} kernels, {} policy, fill-ahead {}, budget-aware preloads {}; expert bytes {} MiB\n\nresident compute {:.2} ms/token and raw sequential uncached read (reads of up to 4 MiB, 16 in flight, at least 256 MiB) {:.0} MiB/s, means of passes next to each run (the run's own in its row)\n\n{HEADER}\n|{}\n",
         report.model,
         report.threads,
         report.kernel,
