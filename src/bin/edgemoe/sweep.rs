@@ -226,7 +226,7 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                     ideal_ms_per_token: ideal,
                     vs_ideal: ms / ideal,
                     serial_ms_per_token: serial,
-                    hidden_share: (serial - ms) / resident_ms.min(read_ms).max(1e-9),
+                    hidden_share: hidden_share(resident_ms, read_ms, ms),
                     raw_read_bandwidth: raw_bw,
                     resident_ms_per_token: resident_ms,
                 };
@@ -249,6 +249,16 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
         runs,
     };
     write_outputs(&plan.out, &report)
+}
+
+/// (serial - actual) / the shorter of compute and reads; 1 when there is nothing to hide.
+fn hidden_share(compute_ms: f64, read_ms: f64, actual_ms: f64) -> f64 {
+    let shorter = compute_ms.min(read_ms);
+    if shorter > 0.0 {
+        (compute_ms + read_ms - actual_ms) / shorter
+    } else {
+        1.0
+    }
 }
 
 /// Decodes `n` random tokens one at a time in a fresh session (predicting as the model's
