@@ -69,6 +69,32 @@ fn calibration_trials_match_converted_files() {
     let best_kl = cal.best_uniform_within(Tolerance::Kl(kl_budget)).unwrap();
     assert!(best_kl.kl <= kl_budget && best_kl.expert_bytes <= cal.uniform[2].expert_bytes);
     assert!(cal.markdown().contains("best uniform type within it"));
+    // A margin of two standard errors of the paired NLL change: the choice keeps it to spare,
+    // so it is never cheaper than the choice without one; the equal-KL rows take no margin.
+    let strict = calibrate(
+        &model,
+        calib,
+        heldout,
+        &CalibrateOptions {
+            margin: 2.0,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let picked = &strict.adapted[0];
+    assert!(picked.nll_change_std_error > 0.0 || picked.expert_bytes == cal.baseline.expert_bytes);
+    assert!(
+        (picked.perplexity / strict.baseline.perplexity).ln() + 2.0 * picked.nll_change_std_error
+            <= 1.01f64.ln()
+    );
+    assert!(picked.expert_bytes >= chosen.expert_bytes);
+    let bytes = |c: &edgemoe::convert::calibrate::Calibration| -> Vec<u64> {
+        c.kl_matched.iter().map(|(_, p)| p.expert_bytes).collect()
+    };
+    assert_eq!(bytes(&strict), bytes(&cal));
+    assert!(strict
+        .markdown()
+        .contains("standard errors of the measured change to spare"));
     // In-memory trials compute what the converted files compute.
     let base = ExpertTypes::uniform(2, 8, GgmlType::Q8_0);
     let base_ppl = ppl_of_file(&input, &base, "base.gguf", heldout);

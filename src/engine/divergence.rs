@@ -19,6 +19,10 @@ pub struct Divergence {
     pub kl_std_error: f64,
     /// Share of positions where both models' most likely token is the same.
     pub top1_agreement: f64,
+    /// Standard error of the mean per-position NLL change (model minus reference), paired
+    /// position by position: far smaller than either perplexity's own error, it says how
+    /// well the text pins down the difference between the two models.
+    pub nll_change_std_error: f64,
     pub model: Perplexity,
     pub reference: Perplexity,
 }
@@ -47,6 +51,7 @@ struct Tally {
     kl: MeanAccumulator,
     model_nll: MeanAccumulator,
     reference_nll: MeanAccumulator,
+    nll_change: MeanAccumulator,
     agree: usize,
 }
 
@@ -70,9 +75,10 @@ impl Tally {
         // Rounding can make a zero divergence slightly negative.
         self.kl.push(kl.max(0.0));
         // In f64 from the logits, exactly as `perplexity` computes it.
-        self.model_nll
-            .push(log_sum_exp(model_logits) - model_logits[target] as f64);
+        let model_nll = log_sum_exp(model_logits) - model_logits[target] as f64;
+        self.model_nll.push(model_nll);
         self.reference_nll.push(ref_nll);
+        self.nll_change.push(model_nll - ref_nll);
         if argmax(ref_logp) == argmax(model_logits) {
             self.agree += 1;
         }
@@ -83,6 +89,7 @@ impl Tally {
             kl: self.kl.mean(),
             kl_std_error: self.kl.std_error(),
             top1_agreement: self.agree as f64 / self.kl.count().max(1) as f64,
+            nll_change_std_error: self.nll_change.std_error(),
             model: Perplexity::from_nll(&self.model_nll, windows),
             reference: Perplexity::from_nll(&self.reference_nll, windows),
         }
