@@ -367,6 +367,16 @@ pub trait ExpertSource: Send + Sync {
         }
     }
 
+    /// [`ExpertSource::request`] for experts at both precisions: `high` at high and `low` at
+    /// low precision. Sources with a device queue start all the reads with one submission, so
+    /// a layer's mixed misses reach the device together.
+    fn request_mixed(&self, layer: usize, high: &[usize], low: &[usize]) {
+        self.request(layer, high);
+        if !low.is_empty() {
+            self.request_at(layer, low, Precision::Low);
+        }
+    }
+
     /// Whether [`Precision::Low`] copies can be fetched.
     fn has_low_precision(&self) -> bool {
         false

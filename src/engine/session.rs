@@ -641,10 +641,7 @@ impl Session {
                     high.push(e);
                 }
             }
-            model.experts.request(l, &high);
-            if !low.is_empty() {
-                model.experts.request_at(l, &low, Precision::Low);
-            }
+            model.experts.request_mixed(l, &high, &low);
             (s.used_high, s.used_low) = (high, low);
             self.check_prediction(l, &used);
             self.predict(model, l, x, n, &mut s);

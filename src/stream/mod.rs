@@ -1414,6 +1414,14 @@ impl ExpertSource for StreamedExperts {
         self.start_reads(layer, experts, precision, true);
     }
 
+    fn request_mixed(&self, layer: usize, high: &[usize], low: &[usize]) {
+        let wanted = high
+            .iter()
+            .map(|&e| (e, Precision::High))
+            .chain(low.iter().map(|&e| (e, Precision::Low)));
+        self.start_reads_of(layer, wanted, true);
+    }
+
     fn name(&self) -> &'static str {
         "streamed"
     }
@@ -1488,6 +1496,9 @@ impl ExpertSource for Shared {
     fn request_at(&self, layer: usize, experts: &[usize], precision: Precision) {
         self.0.request_at(layer, experts, precision)
     }
+    fn request_mixed(&self, layer: usize, high: &[usize], low: &[usize]) {
+        self.0.request_mixed(layer, high, low)
+    }
     fn name(&self) -> &'static str {
         self.0.name()
     }
@@ -1498,10 +1509,21 @@ impl StreamedExperts {
     /// protected from eviction until used. `demand`: the current layer needs them (a later
     /// fetch counts as a miss); otherwise they are predictions (preloads).
     fn start_reads(&self, layer: usize, experts: &[usize], precision: Precision, demand: bool) {
+        self.start_reads_of(layer, experts.iter().map(|&e| (e, precision)), demand);
+    }
+
+    /// [`StreamedExperts::start_reads`] for experts each at its own precision, in one
+    /// submission.
+    fn start_reads_of(
+        &self,
+        layer: usize,
+        experts: impl Iterator<Item = (usize, Precision)>,
+        demand: bool,
+    ) {
         let mut st = self.state.lock();
         self.reap_locked(&mut st);
         let mut reqs = Vec::new();
-        for &e in experts {
+        for (e, precision) in experts {
             let Ok(key) = self.key(layer, e, precision) else {
                 continue;
             };
@@ -1515,7 +1537,9 @@ impl StreamedExperts {
                 continue;
             }
             let Some(s) = st.allocate(false, self.is_high(key)) else {
-                break;
+                // No room for this copy now (its `get` will wait for one); a low copy after a
+                // high one may still fit beside other low copies.
+                continue;
             };
             self.count_read(&mut st, key);
             reqs.extend(st.start_load(s, key, &self.plans[key]));
