@@ -477,25 +477,32 @@ unsafe fn dot_q5_1(row: &[u8], act: &Activation) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
     let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0F);
+    let pairs = scale_pair_shuffles();
     let mut sumf = 0f32;
     for (i, blk) in row.chunks_exact(84).enumerate() {
         let b = blk.as_ptr();
         let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = &blk[..16];
-        let bsums = &act.bsums[16 * i..16 * i + 16];
-        let mut summs = 0i32;
-        for j in 0..16 {
-            summs += bsums[j] as i32 * (sc[j] >> 4) as i32;
-        }
+        // 16 scale bytes: low nibble scales a sub-block, high nibble is its min.
+        let sc = _mm_loadu_si128(b as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), m4));
+        let bsums = _mm256_loadu_si256(act.bsums.as_ptr().add(16 * i) as *const __m256i);
+        let summs = hsum_epi32(_mm256_madd_epi16(mins, bsums));
+        let scales = _mm_and_si128(sc, m4);
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
             let bits = load256(b.add(16 + 32 * h));
-            for s in 0..4 {
+            // This half's eight scales as i16, in both 128-bit lanes.
+            let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(if h == 0 {
+                scales
+            } else {
+                _mm_srli_si128::<8>(scales)
+            }));
+            for (s, pair) in pairs.iter().enumerate() {
                 let q =
                     _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), m3);
                 let p = _mm256_maddubs_epi16(q, load256_i8(y.add(128 * h + 32 * s)));
-                let is = 8 * h + 2 * s;
-                let scv = scales2((sc[is] & 0xF) as i16, (sc[is + 1] & 0xF) as i16);
+                let scv = _mm256_shuffle_epi8(sc8, *pair);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
             }
         }
@@ -506,6 +513,31 @@ unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
         sumf += dall * isum as f32 - dmin * summs as f32;
     }
     sumf
+}
+
+/// Byte shuffles of eight i16 scales (the same in both 128-bit lanes) that put scale `2s` in
+/// every i16 of the low lane and scale `2s + 1` in every i16 of the high lane, for s in 0..4:
+/// the [`scales2`] of a pair of K-quant sub-blocks without leaving the vector registers.
+const SCALE_PAIR_SHUFFLES: [[u8; 32]; 4] = {
+    let mut t = [[0u8; 32]; 4];
+    let mut s = 0;
+    while s < 4 {
+        let mut i = 0;
+        while i < 16 {
+            t[s][i] = (4 * s + i % 2) as u8;
+            t[s][16 + i] = (4 * s + 2 + i % 2) as u8;
+            i += 1;
+        }
+        s += 1;
+    }
+    t
+};
+
+/// [`SCALE_PAIR_SHUFFLES`] in registers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_pair_shuffles() -> [__m256i; 4] {
+    SCALE_PAIR_SHUFFLES.map(|m| load256(m.as_ptr()))
 }
 
 /// # Safety
