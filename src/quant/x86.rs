@@ -19,7 +19,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::dot::k4_scales_mins_packed;
-use super::reference::{q3k_scales, QK_K};
+use super::reference::QK_K;
 use super::{Activation, Dot4Fn, DotFn};
 use crate::tensor::dtype::GgmlType;
 
@@ -255,13 +255,6 @@ unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
-}
-
-/// 16 i16 lanes: `a` in the low 8, `b` in the high 8.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scales2(a: i16, b: i16) -> __m256i {
-    _mm256_set_m128i(_mm_set1_epi16(b), _mm_set1_epi16(a))
 }
 
 // ---------------------------------------------------------------------------
@@ -517,7 +510,7 @@ unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
 
 /// Byte shuffles of eight i16 scales (the same in both 128-bit lanes) that put scale `2s` in
 /// every i16 of the low lane and scale `2s + 1` in every i16 of the high lane, for s in 0..4:
-/// the [`scales2`] of a pair of K-quant sub-blocks without leaving the vector registers.
+/// the scales of a pair of K-quant sub-blocks without leaving the vector registers.
 const SCALE_PAIR_SHUFFLES: [[u8; 32]; 4] = {
     let mut t = [[0u8; 32]; 4];
     let mut s = 0;
@@ -546,21 +539,26 @@ unsafe fn scale_pair_shuffles() -> [__m256i; 4] {
 unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let m1 = _mm256_set1_epi8(1);
+    let pairs = scale_pair_shuffles();
     let mut sumf = 0f32;
     for (i, blk) in row.chunks_exact(110).enumerate() {
         let b = blk.as_ptr();
         let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = q3k_scales(&blk[96..108]);
-        let bsums = &act.bsums[16 * i..16 * i + 16];
-        let mut corr = 0i32;
-        for j in 0..16 {
-            corr += sc[j] as i32 * bsums[j] as i32;
-        }
+        let sc = q3k_scales_vector(b.add(96));
+        // The -4 offset of every quant, applied once per sub-block: sum of scale x bsum.
+        let bsums = _mm256_loadu_si256(act.bsums.as_ptr().add(16 * i) as *const __m256i);
+        let corr = hsum_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bsums));
         let hm = load256(b);
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
             let bits = load256(b.add(32 + 32 * h));
-            for s in 0..4 {
+            // This half's eight scales as i16, in both 128-bit lanes.
+            let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(if h == 0 {
+                sc
+            } else {
+                _mm_srli_si128::<8>(sc)
+            }));
+            for (s, pair) in pairs.iter().enumerate() {
                 let lo =
                     _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), m3);
                 let hb = _mm256_and_si256(
@@ -570,8 +568,7 @@ unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
                 // lo + 4*hbit in [0, 7]; the value is that minus 4.
                 let q = _mm256_or_si256(lo, _mm256_slli_epi16::<2>(hb));
                 let p = _mm256_maddubs_epi16(q, load256_i8(y.add(128 * h + 32 * s)));
-                let is = 8 * h + 2 * s;
-                let scv = scales2(sc[is] as i16, sc[is + 1] as i16);
+                let scv = _mm256_shuffle_epi8(sc8, *pair);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
             }
         }
@@ -580,6 +577,28 @@ unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
         sumf += d * isum as f32;
     }
     sumf
+}
+
+/// The 16 signed 6-bit scales of a Q3_K block (12 bytes at `p`, already minus 32) as 16 i8,
+/// assembled in four 32-bit words rather than byte by byte (the bytes then went through the
+/// stack, and reading them back as a vector stalled on store forwarding).
+///
+/// # Safety
+/// 12 bytes readable at `p`; AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_scales_vector(p: *const u8) -> __m128i {
+    let word = |k: usize| (p.add(4 * k) as *const u32).read_unaligned();
+    let (a0, a1, a2) = (word(0), word(1), word(2));
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const LOW2: u32 = 0x0303_0303;
+    let v = _mm_setr_epi32(
+        ((a0 & LOW4) | ((a2 & LOW2) << 4)) as i32,
+        ((a1 & LOW4) | (((a2 >> 2) & LOW2) << 4)) as i32,
+        (((a0 >> 4) & LOW4) | (((a2 >> 4) & LOW2) << 4)) as i32,
+        (((a1 >> 4) & LOW4) | (((a2 >> 6) & LOW2) << 4)) as i32,
+    );
+    _mm_sub_epi8(v, _mm_set1_epi8(32))
 }
 
 /// # Safety
