@@ -481,16 +481,11 @@ unsafe fn dot_q2_k(row: &[u8], act: &Activation) -> f32 {
         let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), m4));
         let bsums = _mm256_loadu_si256(act.bsums.as_ptr().add(16 * i) as *const __m256i);
         let summs = hsum_epi32(_mm256_madd_epi16(mins, bsums));
-        let scales = _mm_and_si128(sc, m4);
+        let scales = _mm256_cvtepu8_epi16(_mm_and_si128(sc, m4));
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
             let bits = load256(b.add(16 + 32 * h));
-            // This half's eight scales as i16, in both 128-bit lanes.
-            let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(if h == 0 {
-                scales
-            } else {
-                _mm_srli_si128::<8>(scales)
-            }));
+            let sc8 = scales_of_half(scales, h);
             for (s, pair) in pairs.iter().enumerate() {
                 let q =
                     _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), m3);
@@ -530,7 +525,25 @@ const SCALE_PAIR_SHUFFLES: [[u8; 32]; 4] = {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scale_pair_shuffles() -> [__m256i; 4] {
-    SCALE_PAIR_SHUFFLES.map(|m| load256(m.as_ptr()))
+    let t = &SCALE_PAIR_SHUFFLES;
+    [
+        load256(t[0].as_ptr()),
+        load256(t[1].as_ptr()),
+        load256(t[2].as_ptr()),
+        load256(t[3].as_ptr()),
+    ]
+}
+
+/// The eight i16 scales of half `h` (0 or 1) of a K-quant block's sixteen (`scales`: low lane
+/// scales 0..8, high lane 8..16), in both 128-bit lanes, for [`SCALE_PAIR_SHUFFLES`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales_of_half(scales: __m256i, h: usize) -> __m256i {
+    if h == 0 {
+        _mm256_permute4x64_epi64::<0b01_00_01_00>(scales)
+    } else {
+        _mm256_permute4x64_epi64::<0b11_10_11_10>(scales)
+    }
 }
 
 /// # Safety
@@ -544,20 +557,15 @@ unsafe fn dot_q3_k(row: &[u8], act: &Activation) -> f32 {
     for (i, blk) in row.chunks_exact(110).enumerate() {
         let b = blk.as_ptr();
         let y = act.qs.as_ptr().add(QK_K * i);
-        let sc = q3k_scales_vector(b.add(96));
+        let scales = _mm256_cvtepi8_epi16(q3k_scales_vector(b.add(96)));
         // The -4 offset of every quant, applied once per sub-block: sum of scale x bsum.
         let bsums = _mm256_loadu_si256(act.bsums.as_ptr().add(16 * i) as *const __m256i);
-        let corr = hsum_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bsums));
+        let corr = hsum_epi32(_mm256_madd_epi16(scales, bsums));
         let hm = load256(b);
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
             let bits = load256(b.add(32 + 32 * h));
-            // This half's eight scales as i16, in both 128-bit lanes.
-            let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(if h == 0 {
-                sc
-            } else {
-                _mm_srli_si128::<8>(sc)
-            }));
+            let sc8 = scales_of_half(scales, h);
             for (s, pair) in pairs.iter().enumerate() {
                 let lo =
                     _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * s as i32)), m3);
