@@ -2,13 +2,14 @@
 //! smaller than the model.
 //!
 //! Non-expert weights stay resident; experts are reached only through an
-//! [`engine::ExpertSource`], so the engine never assumes that every expert is in
+//! [`expert::ExpertSource`], so the engine never assumes that every expert is in
 //! memory. See the README for the architecture.
 
 pub mod capi;
 pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod expert;
 pub mod format;
 pub mod quant;
 pub mod sampling;

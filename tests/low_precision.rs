@@ -92,7 +92,7 @@ fn streamed_with(
     };
     let src =
         Arc::new(StreamedExperts::open(path, directory.clone(), config.n_layers, &cfg).unwrap());
-    let mut model = Model::from_parts(file, config, directory, src.shared()).unwrap();
+    let mut model = Model::from_parts(file, config, directory, Box::new(src.clone())).unwrap();
     model.low_precision_threshold = threshold;
     (Arc::new(model), src)
 }
@@ -102,23 +102,20 @@ fn streamed_with(
 struct NeverCached(ResidentExperts);
 
 impl ExpertSource for NeverCached {
-    fn get(&self, layer: usize, expert: usize) -> edgemoe::Result<ExpertView<'_>> {
-        self.0.get(layer, expert)
-    }
     fn has_low_precision(&self) -> bool {
         self.0.has_low_precision()
     }
     fn is_cached(&self, _: usize, _: usize) -> bool {
         false
     }
-    fn get_at_or_cancel(
+    fn get(
         &self,
         layer: usize,
         expert: usize,
         precision: Precision,
         cancel: &AtomicBool,
     ) -> edgemoe::Result<ExpertView<'_>> {
-        self.0.get_at_or_cancel(layer, expert, precision, cancel)
+        self.0.get(layer, expert, precision, cancel)
     }
     fn name(&self) -> &'static str {
         "never-cached"
@@ -348,11 +345,11 @@ fn low_copies_share_pool_slots_with(backend: BackendKind) {
     // as fit, several to a slot.
     let n = config.n_experts.min(slots * per_slot);
     for e in 0..n {
-        let v = src.get_at_or_cancel(0, e, Precision::Low, &never).unwrap();
+        let v = src.get(0, e, Precision::Low, &never).unwrap();
         drop(v);
     }
     let cached = (0..n)
-        .filter(|&e| src.is_ready_at(0, e, Precision::Low))
+        .filter(|&e| src.is_ready(0, e, Precision::Low))
         .count();
     assert!(
         cached > slots,
@@ -363,13 +360,11 @@ fn low_copies_share_pool_slots_with(backend: BackendKind) {
     let file = GgufFile::open(&low).unwrap();
     let resident = ResidentExperts::new(Arc::new(file), parts(&low).2);
     for e in 0..config.n_experts {
-        let got = src.get_at_or_cancel(1, e, Precision::High, &never).unwrap();
-        let want = resident.get(1, e).unwrap();
+        let got = src.get(1, e, Precision::High, &never).unwrap();
+        let want = resident.get(1, e, Precision::High, &never).unwrap();
         assert_eq!(got.down.data, want.down.data, "{backend:?}: expert {e}");
-        let got_low = src.get_at_or_cancel(0, e, Precision::Low, &never).unwrap();
-        let want_low = resident
-            .get_at_or_cancel(0, e, Precision::Low, &never)
-            .unwrap();
+        let got_low = src.get(0, e, Precision::Low, &never).unwrap();
+        let want_low = resident.get(0, e, Precision::Low, &never).unwrap();
         assert_eq!(
             got_low.gate.data, want_low.gate.data,
             "{backend:?}: expert {e}"
@@ -395,7 +390,7 @@ fn resizing_a_pool_of_shared_slots_with(backend: BackendKind) {
     let cached = |precision| {
         (0..config.n_layers)
             .flat_map(|l| (0..config.n_experts).map(move |e| (l, e)))
-            .filter(|&(l, e)| src.is_ready_at(l, e, precision))
+            .filter(|&(l, e)| src.is_ready(l, e, precision))
             .count()
     };
     let vocab = model.config.vocab;

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use edgemoe::convert::{convert, ConvertOptions};
-use edgemoe::engine::{ExpertDirectory, ExpertSource, Model, ModelConfig, Session};
+use edgemoe::engine::{ExpertDirectory, ExpertSource, Model, ModelConfig, Precision, Session};
 use edgemoe::format::GgufFile;
 use edgemoe::stream::{
     Backend, BackendKind, Completion, PolicyKind, ReadRequest, StreamConfig, StreamedExperts,
@@ -115,7 +115,7 @@ fn streamed(
     let n_layers = config.n_layers;
     let src =
         Arc::new(StreamedExperts::open_with(path, directory.clone(), n_layers, cfg, wrap).unwrap());
-    let model = Model::from_parts(file, config, directory, src.shared()).unwrap();
+    let model = Model::from_parts(file, config, directory, Box::new(src.clone())).unwrap();
     (Arc::new(model), src)
 }
 
@@ -124,7 +124,7 @@ fn pool_sizes(path: &Path) -> Vec<u64> {
     let (_, config, directory) = parts(path);
     let slot = edgemoe::stream::slot_bytes(&directory);
     let all = (config.n_layers * config.n_experts) as u64;
-    let min = edgemoe::stream::min_pool_bytes(&directory, config.n_experts_used);
+    let min = edgemoe::stream::min_pool_bytes(&directory);
     vec![
         min,
         (all / 2).max(config.n_experts_used as u64) * slot,
@@ -328,7 +328,7 @@ fn read_errors_fail_the_token_and_leave_the_session_usable() {
 fn a_pool_too_small_is_refused_with_the_minimum() {
     let path = fixture("olmoe").join("stock-f32.gguf");
     let (_, config, directory) = parts(&path);
-    let min = edgemoe::stream::min_pool_bytes(&directory, config.n_experts_used);
+    let min = edgemoe::stream::min_pool_bytes(&directory);
     let err = StreamedExperts::open(
         &path,
         directory.clone(),
@@ -429,14 +429,18 @@ fn stats_count_hits_misses_and_preloads() {
     assert!(st.read_bandwidth() > 0.0);
     for l in 0..model.config.n_layers {
         for e in 0..model.config.n_experts {
-            if src.is_ready(l, e) {
-                assert!(src.get(l, e).is_ok());
+            if src.is_ready(l, e, Precision::High) {
+                assert!(src
+                    .get(l, e, Precision::High, &AtomicBool::new(false))
+                    .is_ok());
             }
         }
     }
     src.reset_stats();
     assert_eq!(src.stats().gets, 0);
-    assert!(src.get(99, 0).is_err());
+    assert!(src
+        .get(99, 0, Precision::High, &AtomicBool::new(false))
+        .is_err());
 }
 
 /// Holds every read until the gate opens; cancelled reads complete at once, as a backend's

@@ -435,7 +435,7 @@ pub unsafe extern "C" fn emoe_model_preflight(
             kv_cache_bytes: p.kv_cache,
             scratch_bytes: p.scratch,
             min_budget: p.min_budget(),
-            full_budget: p.resident + p.kv_cache + p.scratch + p.max_pool,
+            full_budget: p.full_budget(),
             pool_bytes: if memory_budget >= p.min_budget() {
                 p.pool
             } else {

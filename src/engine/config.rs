@@ -195,3 +195,15 @@ impl ModelConfig {
         m
     }
 }
+
+impl From<&ModelConfig> for crate::expert::ExpertShape {
+    fn from(c: &ModelConfig) -> Self {
+        crate::expert::ExpertShape {
+            n_layers: c.n_layers,
+            n_experts: c.n_experts,
+            n_experts_used: c.n_experts_used,
+            hidden: c.hidden,
+            ffn: c.expert_ffn,
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! The inference engine: model loading, the forward pass, sessions.
 
 pub mod arch;
+pub mod blocks;
+pub mod budget;
 pub mod config;
 pub mod divergence;
 pub mod experts;
@@ -11,8 +13,9 @@ pub mod predictor;
 pub mod session;
 
 pub use arch::Family;
+pub use budget::BudgetPlan;
 pub use config::ModelConfig;
 pub use experts::{ExpertDirectory, ExpertSource, ExpertView, Precision};
-pub use model::{Backend, BudgetPlan, LoadOptions, Model};
+pub use model::{Backend, LoadOptions, Model};
 pub use predictor::{ExpertStats, PredictionOptions, PredictorKind};
 pub use session::{CancelHandle, PredictionStats, Routing, RoutingObserver, RoutingTrace, Session};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::arch::QkNorm;
+use super::budget::BudgetPlan;
 use super::config::ModelConfig;
 use super::experts::{ExpertDirectory, ExpertSource, ResidentExperts};
 use crate::format::{GgufFile, TensorInfo};
@@ -133,109 +134,18 @@ impl Default for LoadOptions<'_> {
     }
 }
 
-/// How a memory budget is split.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BudgetPlan {
-    pub budget: u64,
-    /// Non-expert weights, held in memory.
-    pub resident: u64,
-    /// KV cache for `context_length` tokens of one session.
-    pub kv_cache: u64,
-    pub context_length: usize,
-    /// Activations, logits and other working memory.
-    pub scratch: u64,
-    /// What is left for the expert pool (whole slots).
-    pub pool: u64,
-    /// The smallest pool that can run the model.
-    pub min_pool: u64,
-    /// A pool holding every expert.
-    pub max_pool: u64,
-}
-
-impl BudgetPlan {
-    /// The smallest budget that can run the model with this context.
-    pub fn min_budget(&self) -> u64 {
-        self.resident + self.kv_cache + self.scratch + self.min_pool
-    }
-
-    /// Splits `budget` for the model in `file` (no weights are read).
-    pub fn new(
-        file: &GgufFile,
-        config: &ModelConfig,
-        directory: &ExpertDirectory,
-        budget: u64,
-        context_length: Option<usize>,
-    ) -> Result<Self> {
-        let c = config;
-        let expert_names = directory.total_bytes() + directory.low_precision_bytes();
-        let resident = file
-            .header
-            .tensors
-            .iter()
-            .map(|t| {
-                if t.dims.len() == 1 {
-                    t.n_elements() * 4
-                } else {
-                    t.size
-                }
-            })
-            .sum::<u64>()
-            .saturating_sub(expert_names);
-        let ctx = context_length.unwrap_or(c.context_length.min(2048));
-        let kv_cache = 2 * (c.n_layers * ctx * c.n_kv_heads * c.head_dim * 4) as u64;
-        // Logits, per-token buffers of a prompt batch (hidden state, its norm, each token's
-        // expert outputs, q/k/v, attention output and its projection, router logits, the
-        // batched products' results and prepared activations), expert FFN buffers of one
-        // token group, attention scores, plus 1 MiB for the rest.
-        let batch = ctx.min(512);
-        let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        let per_token = (4 + c.n_experts_used) * c.hidden + 3 * q_dim + 2 * kv_dim + c.n_experts;
-        let ffn_group =
-            super::session::FFN_GROUP * (3 * c.expert_ffn.max(c.shared_ffn) + 2 * c.hidden);
-        let scratch = (1 << 20) + 4 * (2 * c.vocab + batch * per_token + ffn_group + ctx) as u64;
-        let slot = crate::stream::slot_bytes(directory);
-        let min_pool = crate::stream::min_pool_bytes(directory, c.n_experts_used);
-        let max_pool = slot * (c.n_layers * c.n_experts) as u64;
-        let left = budget.saturating_sub(resident + kv_cache + scratch);
-        let pool = (left / slot * slot).min(max_pool);
-        let plan = BudgetPlan {
-            budget,
-            resident,
-            kv_cache,
-            context_length: ctx,
-            scratch,
-            pool,
-            min_pool,
-            max_pool,
-        };
-        if pool < min_pool {
-            return Err(Error::BudgetTooSmall {
-                budget,
-                needed: plan.min_budget(),
-                detail: format!(
-                    "resident weights {resident}, KV cache for {ctx} tokens {kv_cache}, scratch {scratch}, expert pool of {} experts {min_pool}",
-                    c.n_experts_used
-                ),
-            });
-        }
-        Ok(plan)
-    }
-}
-
 /// What the model at `path` needs: the budget split for `budget` bytes, from the header alone.
-/// Unlike loading, a budget below the minimum is not an error here: `pool` is then 0.
+/// Unlike loading, a budget below the minimum is not an error here: `pool` is then what is
+/// left (possibly 0).
 pub fn preflight(path: &Path, budget: u64, context_length: Option<usize>) -> Result<Preflight> {
     let file = GgufFile::open(path)?;
     let config = ModelConfig::from_gguf(&file.header, path)?;
     let directory = ExpertDirectory::from_gguf(&file.header, &config, path)?;
-    let expert_bytes = directory.total_bytes();
-    // Split a budget that certainly fits, then apply the real one.
-    let mut plan = BudgetPlan::new(&file, &config, &directory, u64::MAX / 4, context_length)?;
-    plan.budget = budget;
-    let slot = crate::stream::slot_bytes(&directory);
-    let left = budget.saturating_sub(plan.resident + plan.kv_cache + plan.scratch);
-    plan.pool = (left / slot * slot).min(plan.max_pool);
-    Ok(Preflight { plan, expert_bytes })
+    let plan = BudgetPlan::needs(&file, &config, &directory, context_length).with_budget(budget);
+    Ok(Preflight {
+        plan,
+        expert_bytes: directory.total_bytes(),
+    })
 }
 
 /// The result of [`preflight`].
@@ -435,7 +345,7 @@ impl Model {
             file,
             config,
             directory,
-            streamed.shared(),
+            Box::new(streamed.clone()),
             opts.progress.take(),
         )?;
         // The weights are copied out; let the OS drop the mapped file's pages.
@@ -495,13 +405,7 @@ impl Model {
                 "the model was loaded without a memory budget".into(),
             ));
         };
-        let plan = BudgetPlan::new(
-            &self.file,
-            &self.config,
-            &self.directory,
-            budget,
-            Some(old.context_length),
-        )?;
+        let plan = old.split(budget)?;
         streamed.set_pool_bytes(plan.pool.min(streamed.max_pool_bytes()))
     }
 

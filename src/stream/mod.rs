@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+pub use crate::expert::{min_pool_bytes, slot_bytes};
 pub use backend::{open_backend, Backend, BackendKind, Completion, ReadRequest};
 pub use cache::{
     belady, compare_policies, compare_policies_with_preloads, replay, replay_with_preloads,
@@ -38,10 +39,11 @@ pub use cache::{
 pub use pool::{SlotPool, ALIGN};
 pub use source::Source;
 
-use crate::engine::experts::{ExpertLoc, MatrixLoc, Precision};
-use crate::engine::{ExpertDirectory, ExpertSource, ExpertView, ModelConfig};
+use crate::expert::{
+    ExpertDirectory, ExpertLoc, ExpertSource, ExpertView, MatrixLoc, Precision, ReadKind,
+    ReadPlan as Plan,
+};
 use crate::{Error, Result};
-use pool::{align_down, align_up};
 
 /// How to stream experts.
 #[derive(Clone, Debug)]
@@ -143,77 +145,6 @@ impl StreamStats {
             0.0
         }
     }
-}
-
-/// The reads that bring one expert into a slot, and where its matrices land in the slot.
-#[derive(Clone, Debug)]
-struct Plan {
-    /// (file offset, length, offset in slot), all 4096-aligned.
-    reads: Vec<(u64, usize, usize)>,
-    /// The expert's location with offsets relative to the slot start.
-    loc: ExpertLoc,
-}
-
-impl Plan {
-    fn new(loc: &ExpertLoc) -> Plan {
-        let rel = |m: &MatrixLoc, offset: u64| MatrixLoc { offset, ..*m };
-        if loc.is_packed() {
-            let (start, end) = loc.span();
-            let a = align_down(start);
-            let b = align_up(end);
-            Plan {
-                reads: vec![(a, (b - a) as usize, 0)],
-                loc: ExpertLoc {
-                    gate: rel(&loc.gate, loc.gate.offset - a),
-                    up: rel(&loc.up, loc.up.offset - a),
-                    down: rel(&loc.down, loc.down.offset - a),
-                },
-            }
-        } else {
-            let mut reads = Vec::with_capacity(3);
-            let mut at = 0u64;
-            let mut place = |m: &MatrixLoc| {
-                let a = align_down(m.offset);
-                let b = align_up(m.offset + m.len);
-                reads.push((a, (b - a) as usize, at as usize));
-                let r = rel(m, at + (m.offset - a));
-                at += b - a;
-                r
-            };
-            let (gate, up, down) = (place(&loc.gate), place(&loc.up), place(&loc.down));
-            Plan {
-                reads,
-                loc: ExpertLoc { gate, up, down },
-            }
-        }
-    }
-
-    /// Bytes of slot this plan fills.
-    fn slot_bytes(&self) -> u64 {
-        self.reads
-            .iter()
-            .map(|&(_, len, at)| (at + len) as u64)
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-/// Bytes of one pool slot for `directory`: the largest expert's aligned read plan (its
-/// low-precision copies included; a slot holds either copy).
-pub fn slot_bytes(directory: &ExpertDirectory) -> u64 {
-    directory
-        .iter()
-        .chain(directory.iter_low())
-        .map(|l| Plan::new(l).slot_bytes())
-        .max()
-        .unwrap_or(ALIGN)
-        .max(ALIGN)
-}
-
-/// The smallest pool that can serve a model whose layers use `n_experts_used` experts per
-/// token: that many slots.
-pub fn min_pool_bytes(directory: &ExpertDirectory, n_experts_used: usize) -> u64 {
-    slot_bytes(directory) * n_experts_used.max(1) as u64
 }
 
 /// Bytes of speculative reads (preloads, fill-ahead) kept in flight at most (one read at
@@ -782,10 +713,7 @@ impl StreamedExperts {
                 directory.n_layers
             )));
         }
-        let n_experts_used = {
-            let file = source.gguf()?;
-            ModelConfig::from_gguf(&file.header, path)?.n_experts_used
-        };
+        let n_experts_used = directory.n_experts_used;
         let model_len = source.len()?;
         let base = source.base();
         let n_keys = directory.n_layers * directory.n_experts;
@@ -980,13 +908,8 @@ impl StreamedExperts {
         self.pool.is_locked()
     }
 
-    /// Whether an expert is loaded (a fetch would not wait).
-    pub fn is_ready(&self, layer: usize, expert: usize) -> bool {
-        self.is_ready_at(layer, expert, Precision::High)
-    }
-
     /// Whether the expert's copy at `precision` is loaded.
-    pub fn is_ready_at(&self, layer: usize, expert: usize, precision: Precision) -> bool {
+    fn loaded(&self, layer: usize, expert: usize, precision: Precision) -> bool {
         let Ok(key) = self.key(layer, expert, precision) else {
             return false;
         };
@@ -1242,40 +1165,41 @@ impl StreamedExperts {
 }
 
 impl ExpertSource for StreamedExperts {
-    fn is_ready(&self, layer: usize, expert: usize) -> bool {
-        StreamedExperts::is_ready(self, layer, expert)
-    }
-
-    fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
-        self.get_or_cancel(layer, expert, &AtomicBool::new(false))
-    }
-
-    fn cancel_reads(&self) {
-        StreamedExperts::cancel_reads(self)
-    }
-
-    fn get_or_cancel(
-        &self,
-        layer: usize,
-        expert: usize,
-        cancel: &AtomicBool,
-    ) -> Result<ExpertView<'_>> {
-        self.get_at_or_cancel(layer, expert, Precision::High, cancel)
+    fn name(&self) -> &'static str {
+        "streamed"
     }
 
     fn has_low_precision(&self) -> bool {
         self.n_keys < self.plans.len()
     }
 
+    fn begin_layer(&self, layer: usize) {
+        if layer < self.directory.n_layers {
+            self.state.lock().enter_layer(layer);
+        }
+    }
+
+    fn request(&self, layer: usize, high: &[usize], low: &[usize], kind: ReadKind) {
+        let wanted = high
+            .iter()
+            .map(|&e| (e, Precision::High))
+            .chain(low.iter().map(|&e| (e, Precision::Low)));
+        self.start_reads_of(layer, wanted, kind == ReadKind::Demand);
+    }
+
     fn is_cached(&self, layer: usize, expert: usize) -> bool {
         StreamedExperts::is_cached(self, layer, expert)
     }
 
-    fn is_ready_at(&self, layer: usize, expert: usize, precision: Precision) -> bool {
-        StreamedExperts::is_ready_at(self, layer, expert, precision)
+    fn is_ready(&self, layer: usize, expert: usize, precision: Precision) -> bool {
+        self.loaded(layer, expert, precision)
     }
 
-    fn get_at_or_cancel(
+    fn cancel_reads(&self) {
+        StreamedExperts::cancel_reads(self)
+    }
+
+    fn get(
         &self,
         layer: usize,
         expert: usize,
@@ -1391,40 +1315,6 @@ impl ExpertSource for StreamedExperts {
             }
         }
     }
-
-    fn begin_layer(&self, layer: usize) {
-        if layer < self.directory.n_layers {
-            self.state.lock().enter_layer(layer);
-        }
-    }
-
-    fn prefetch(&self, layer: usize, experts: &[usize]) {
-        self.start_reads(layer, experts, Precision::High, false);
-    }
-
-    fn request(&self, layer: usize, experts: &[usize]) {
-        self.start_reads(layer, experts, Precision::High, true);
-    }
-
-    fn prefetch_at(&self, layer: usize, experts: &[usize], precision: Precision) {
-        self.start_reads(layer, experts, precision, false);
-    }
-
-    fn request_at(&self, layer: usize, experts: &[usize], precision: Precision) {
-        self.start_reads(layer, experts, precision, true);
-    }
-
-    fn request_mixed(&self, layer: usize, high: &[usize], low: &[usize]) {
-        let wanted = high
-            .iter()
-            .map(|&e| (e, Precision::High))
-            .chain(low.iter().map(|&e| (e, Precision::Low)));
-        self.start_reads_of(layer, wanted, true);
-    }
-
-    fn name(&self) -> &'static str {
-        "streamed"
-    }
 }
 
 impl Drop for StreamedExperts {
@@ -1440,80 +1330,11 @@ impl Drop for StreamedExperts {
     }
 }
 
-/// An [`ExpertSource`] over a shared [`StreamedExperts`], so the host keeps a handle for
-/// [`StreamedExperts::set_pool_bytes`] and [`StreamedExperts::stats`] after giving the source
-/// to a model.
-struct Shared(Arc<StreamedExperts>);
-
-impl ExpertSource for Shared {
-    fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
-        self.0.get(layer, expert)
-    }
-    fn get_or_cancel(
-        &self,
-        layer: usize,
-        expert: usize,
-        cancel: &AtomicBool,
-    ) -> Result<ExpertView<'_>> {
-        self.0.get_or_cancel(layer, expert, cancel)
-    }
-    fn cancel_reads(&self) {
-        self.0.cancel_reads()
-    }
-    fn prefetch(&self, layer: usize, experts: &[usize]) {
-        self.0.prefetch(layer, experts)
-    }
-    fn request(&self, layer: usize, experts: &[usize]) {
-        self.0.request(layer, experts)
-    }
-    fn begin_layer(&self, layer: usize) {
-        self.0.begin_layer(layer)
-    }
-    fn is_ready(&self, layer: usize, expert: usize) -> bool {
-        self.0.is_ready(layer, expert)
-    }
-    fn has_low_precision(&self) -> bool {
-        self.0.has_low_precision()
-    }
-    fn is_cached(&self, layer: usize, expert: usize) -> bool {
-        self.0.is_cached(layer, expert)
-    }
-    fn is_ready_at(&self, layer: usize, expert: usize, precision: Precision) -> bool {
-        self.0.is_ready_at(layer, expert, precision)
-    }
-    fn get_at_or_cancel(
-        &self,
-        layer: usize,
-        expert: usize,
-        precision: Precision,
-        cancel: &AtomicBool,
-    ) -> Result<ExpertView<'_>> {
-        self.0.get_at_or_cancel(layer, expert, precision, cancel)
-    }
-    fn prefetch_at(&self, layer: usize, experts: &[usize], precision: Precision) {
-        self.0.prefetch_at(layer, experts, precision)
-    }
-    fn request_at(&self, layer: usize, experts: &[usize], precision: Precision) {
-        self.0.request_at(layer, experts, precision)
-    }
-    fn request_mixed(&self, layer: usize, high: &[usize], low: &[usize]) {
-        self.0.request_mixed(layer, high, low)
-    }
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-}
-
 impl StreamedExperts {
-    /// Starts reads of the experts of `layer` not cached or in flight, all at once; they are
-    /// protected from eviction until used. `demand`: the current layer needs them (a later
-    /// fetch counts as a miss); otherwise they are predictions (preloads).
-    fn start_reads(&self, layer: usize, experts: &[usize], precision: Precision, demand: bool) {
-        self.start_reads_of(layer, experts.iter().map(|&e| (e, precision)), demand);
-    }
-
-    /// [`StreamedExperts::start_reads`] for experts each at its own precision, in one
-    /// submission.
+    /// Starts reads of the experts of `layer` not cached or in flight, each at its own
+    /// precision, in one submission; they are protected from eviction until used. `demand`:
+    /// the current layer needs them (a later fetch counts as a miss); otherwise they are
+    /// predictions (preloads).
     fn start_reads_of(
         &self,
         layer: usize,
@@ -1574,10 +1395,5 @@ impl StreamedExperts {
             None => st.stats.dropped_preloads += 1,
         }
         slot
-    }
-
-    /// A boxed source for [`crate::engine::Model::from_parts`] that shares this one.
-    pub fn shared(self: &Arc<Self>) -> Box<dyn ExpertSource> {
-        Box::new(Shared(self.clone()))
     }
 }

@@ -10,25 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
-/// Alignment of slots, file offsets and read lengths (the largest logical block size of the
-/// devices we target; O_DIRECT requires it for all three).
-pub const ALIGN: u64 = 4096;
+pub use crate::expert::plan::{align_down, align_up, ALIGN};
 
 /// The reserve beyond the active slots costs address space only.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const NORESERVE: libc::c_int = libc::MAP_NORESERVE;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const NORESERVE: libc::c_int = 0;
-
-/// Rounds `x` up to a multiple of [`ALIGN`].
-pub fn align_up(x: u64) -> u64 {
-    x.div_ceil(ALIGN) * ALIGN
-}
-
-/// Rounds `x` down to a multiple of [`ALIGN`].
-pub fn align_down(x: u64) -> u64 {
-    x / ALIGN * ALIGN
-}
 
 /// A page-aligned arena of `n_slots` slots of `slot_size` bytes, of which the first `active`
 /// are in use at open: the rest is reserved address space (no memory until written), so the

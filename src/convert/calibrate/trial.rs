@@ -2,13 +2,14 @@
 //! the forward pass through an [`ExpertSource`] whose per-expert choice can be changed between
 //! evaluations. One model then runs every trial, with no file written per trial.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use super::super::encode_rows;
-use crate::engine::experts::{ExpertLoc, ExpertSource, ExpertView, MatrixLoc};
 use crate::engine::Model;
+use crate::expert::{ExpertLoc, ExpertSource, ExpertView, MatrixLoc, Precision};
 use crate::tensor::GgmlType;
 use crate::{Error, Result};
 
@@ -52,7 +53,9 @@ impl ExpertVariants {
         let mut error = Vec::with_capacity(total);
         for l in 0..c.n_layers {
             for e in 0..c.n_experts {
-                let view = model.experts.get(l, e)?;
+                let view = model
+                    .experts
+                    .get(l, e, Precision::High, &AtomicBool::new(false))?;
                 let mats = [view.gate, view.up, view.down];
                 let values: Vec<Vec<f32>> = mats.iter().map(matrix_f32).collect::<Result<_>>()?;
                 let norm: f64 = values.iter().flatten().map(|&v| (v as f64).powi(2)).sum();
@@ -155,7 +158,13 @@ impl TrialExperts {
 struct TrialSource(Arc<TrialExperts>);
 
 impl ExpertSource for TrialSource {
-    fn get(&self, layer: usize, expert: usize) -> Result<ExpertView<'_>> {
+    fn get(
+        &self,
+        layer: usize,
+        expert: usize,
+        _precision: Precision,
+        _cancel: &AtomicBool,
+    ) -> Result<ExpertView<'_>> {
         let v = &self.0.variants;
         if layer >= v.n_layers || expert >= v.n_experts {
             return Err(Error::InvalidArgument(format!(

@@ -1,5 +1,5 @@
 //! Mixtral (`MixtralForCausalLM`): llama attention, top-k experts renormalised.
-use super::{Family, QkNorm, RopeStyle};
+use super::{Family, FfnKind, QkNorm, RopeStyle, RouterKind};
 
 pub const FAMILY: Family = Family {
     name: "mixtral",
@@ -9,5 +9,7 @@ pub const FAMILY: Family = Family {
     qk_norm: QkNorm::None,
     qkv_bias: false,
     shared_expert: false,
+    router: RouterKind::SoftmaxTopK,
+    ffn: FfnKind::SwiGlu,
     norm_topk_default: true,
 };

@@ -1,11 +1,14 @@
 //! The model families edgemoe runs. Each family is a small description of how it differs
-//! from the shared transformer block (see `engine::forward`); the blocks are written once.
+//! from the shared transformer block: which variant of each block in `engine::blocks` it
+//! uses; the blocks are written once.
 
 mod mixtral;
 mod olmoe;
 mod qwen2_moe;
 mod qwen3_moe;
 
+pub use super::blocks::ffn::FfnKind;
+pub use super::blocks::router::RouterKind;
 use crate::{Error, Result};
 
 /// How rotary position embedding pairs up the dimensions of a head.
@@ -43,6 +46,10 @@ pub struct Family {
     pub qkv_bias: bool,
     /// Whether a shared expert with a sigmoid gate runs beside the routed ones.
     pub shared_expert: bool,
+    /// How router logits become chosen experts and weights.
+    pub router: RouterKind,
+    /// The experts' (and shared expert's) activation.
+    pub ffn: FfnKind,
     /// Default for renormalising the top-k router weights to sum to one.
     pub norm_topk_default: bool,
 }

@@ -1,5 +1,5 @@
 //! OLMoE: q/k RMSNorm over the whole projection, top-k weights not renormalised.
-use super::{Family, QkNorm, RopeStyle};
+use super::{Family, FfnKind, QkNorm, RopeStyle, RouterKind};
 
 pub const FAMILY: Family = Family {
     name: "olmoe",
@@ -9,5 +9,7 @@ pub const FAMILY: Family = Family {
     qk_norm: QkNorm::Full,
     qkv_bias: false,
     shared_expert: false,
+    router: RouterKind::SoftmaxTopK,
+    ffn: FfnKind::SwiGlu,
     norm_topk_default: false,
 };

@@ -1,5 +1,5 @@
 //! Qwen2-MoE: q/k/v biases, a shared expert scaled by a sigmoid gate, `norm_topk_prob`.
-use super::{Family, QkNorm, RopeStyle};
+use super::{Family, FfnKind, QkNorm, RopeStyle, RouterKind};
 
 pub const FAMILY: Family = Family {
     name: "qwen2_moe",
@@ -9,5 +9,7 @@ pub const FAMILY: Family = Family {
     qk_norm: QkNorm::None,
     qkv_bias: true,
     shared_expert: true,
+    router: RouterKind::SoftmaxTopK,
+    ffn: FfnKind::SwiGlu,
     norm_topk_default: false,
 };

@@ -1,5 +1,5 @@
 //! Qwen3-MoE: per-head q/k RMSNorm, explicit head size, `norm_topk_prob`.
-use super::{Family, QkNorm, RopeStyle};
+use super::{Family, FfnKind, QkNorm, RopeStyle, RouterKind};
 
 pub const FAMILY: Family = Family {
     name: "qwen3_moe",
@@ -9,5 +9,7 @@ pub const FAMILY: Family = Family {
     qk_norm: QkNorm::PerHead,
     qkv_bias: false,
     shared_expert: false,
+    router: RouterKind::SoftmaxTopK,
+    ffn: FfnKind::SwiGlu,
     norm_topk_default: true,
 };

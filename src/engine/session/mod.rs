@@ -1,0 +1,325 @@
+//! One conversation with a model: the KV cache and the forward pass.
+//!
+//! The forward pass runs layer by layer over a batch of tokens (the whole prompt, or the one
+//! new token when decoding): attention, then the MoE step, each built from the blocks in
+//! [`crate::engine::blocks`]. Within a layer, tokens are grouped by the experts they route to,
+//! so each expert is fetched once per layer per batch. Every row is computed by the same
+//! kernels in the same order whether it is alone or in a batch, so a prompt evaluated at once
+//! and token by token gives bit-identical logits.
+
+mod predict;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::blocks::attention::{attention, Batch, KvCache, Rope};
+use super::blocks::scratch::{grow, Scratch};
+use super::blocks::{ffn, moe, router};
+use super::model::Model;
+use super::predictor::{PredictionOptions, PredictorKind};
+use crate::tensor::ops::{self, matmat, MatvecScratch};
+use crate::{Error, Result};
+
+pub use super::blocks::router::{Routing, RoutingObserver, RoutingTrace};
+pub use super::blocks::FFN_GROUP;
+pub use predict::PredictionStats;
+use predict::{Context, Predictions};
+
+/// A conversation: KV cache, position, logits of the last evaluation.
+pub struct Session {
+    model: Arc<Model>,
+    cache: Vec<KvCache>,
+    capacity: usize,
+    position: usize,
+    logits: Vec<f32>,
+    scratch: Scratch,
+    rope: Rope,
+    observer: Option<Box<dyn RoutingObserver>>,
+    predictions: Predictions,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Cancels a session's work from another thread.
+#[derive(Clone)]
+pub struct CancelHandle {
+    flag: Arc<AtomicBool>,
+    model: Arc<Model>,
+}
+
+impl std::fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHandle")
+            .field("cancelled", &self.flag.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl CancelHandle {
+    /// Makes the session's current (or next) evaluation stop with [`Error::Cancelled`], and
+    /// stops the model's expert reads in flight (reads another session still needs are
+    /// issued again for it).
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.model.experts.cancel_reads();
+    }
+}
+
+impl Session {
+    /// A session with room for `capacity` tokens (the model's context length when `None`).
+    pub fn new(model: Arc<Model>, capacity: Option<usize>) -> Result<Session> {
+        let c = &model.config;
+        let capacity = capacity.unwrap_or(c.context_length);
+        if capacity == 0 {
+            return Err(Error::InvalidArgument(
+                "context capacity must be at least 1".into(),
+            ));
+        }
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        let cache = (0..c.n_layers)
+            .map(|_| KvCache::new(capacity, kv_dim))
+            .collect();
+        let pool = model.thread_pool().clone();
+        Ok(Session {
+            cache,
+            capacity,
+            position: 0,
+            logits: Vec::new(),
+            scratch: Scratch {
+                matvec: MatvecScratch::with_pool(pool),
+                ..Scratch::default()
+            },
+            rope: Rope::new(c),
+            observer: None,
+            predictions: Predictions::new(model.prediction_defaults(), c.n_layers),
+            model,
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Tokens in the KV cache.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Tokens the KV cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets the conversation (keeps the allocations).
+    pub fn reset(&mut self) {
+        self.position = 0;
+        self.predictions.clear_pending();
+    }
+
+    /// Drops tokens after `position` from the cache, so generation can resume from there.
+    pub fn truncate(&mut self, position: usize) {
+        self.position = self.position.min(position);
+    }
+
+    /// Predict experts `depth` layers ahead by applying their routers to the current hidden
+    /// state, and ask the expert source to preload them (0 turns prediction off).
+    pub fn set_lookahead(&mut self, depth: usize) {
+        let p = &mut self.predictions.options;
+        p.predictor = if depth > 0 {
+            PredictorKind::LookAhead
+        } else {
+            PredictorKind::None
+        };
+        p.depth = depth.max(1);
+    }
+
+    /// Chooses the predictor, its depth and the experts preloaded per predicted layer. Fails
+    /// when the statistics predictor is asked for and the model has no table.
+    pub fn set_prediction(&mut self, p: PredictionOptions) -> Result<()> {
+        self.model.check_prediction(&p)?;
+        self.predictions.options = p;
+        Ok(())
+    }
+
+    /// How this session predicts experts.
+    pub fn prediction(&self) -> PredictionOptions {
+        self.predictions.options
+    }
+
+    /// Accuracy so far of the predictor driving preloads (the router look-ahead when there is
+    /// none).
+    pub fn prediction_stats(&self) -> &PredictionStats {
+        let kind = match self.predictions.options.predictor {
+            PredictorKind::None => PredictorKind::LookAhead,
+            k => k,
+        };
+        self.prediction_stats_for(kind)
+            .or_else(|| self.prediction_stats_for(PredictorKind::ALL[0]))
+            .expect("a tracker per predictor")
+    }
+
+    /// Accuracy so far of one predictor (zero counts unless it ran: the one driving preloads,
+    /// or every one with [`PredictionOptions::score_all`]).
+    pub fn prediction_stats_for(&self, kind: PredictorKind) -> Option<&PredictionStats> {
+        self.predictions.stats(kind, false)
+    }
+
+    /// Like [`Session::prediction_stats_for`], counting only the predictions made before the
+    /// previous layer's experts ran (without [`PredictionOptions::refine`]'s additions).
+    pub fn early_prediction_stats_for(&self, kind: PredictorKind) -> Option<&PredictionStats> {
+        self.predictions.stats(kind, true)
+    }
+
+    /// A handle that cancels this session's evaluations from any thread.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle {
+            flag: self.cancel.clone(),
+            model: self.model.clone(),
+        }
+    }
+
+    /// Installs (or removes) an observer of routing decisions; returns the previous one.
+    pub fn set_observer(
+        &mut self,
+        observer: Option<Box<dyn RoutingObserver>>,
+    ) -> Option<Box<dyn RoutingObserver>> {
+        std::mem::replace(&mut self.observer, observer)
+    }
+
+    /// Evaluates `tokens` after what is already in the cache. Returns the logits of the last
+    /// token, or of every token when `all_logits` (row-major, `tokens.len() x vocab`).
+    pub fn eval(&mut self, tokens: &[u32], all_logits: bool) -> Result<&[f32]> {
+        let model = self.model.clone();
+        self.check_batch(tokens)?;
+        let n = tokens.len();
+        let h = model.config.hidden;
+        // Embeddings.
+        let mut x = std::mem::take(&mut self.scratch.x);
+        grow(&mut x, n * h);
+        let result = self.forward(&model, tokens, &mut x[..n * h], all_logits);
+        self.scratch.x = x;
+        if matches!(result, Err(Error::Cancelled)) {
+            // Seen: the next evaluation runs.
+            self.cancel.store(false, Ordering::SeqCst);
+        }
+        result?;
+        self.position += n;
+        Ok(&self.logits)
+    }
+
+    /// An error unless `tokens` can be evaluated next.
+    fn check_batch(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.model.config.vocab;
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to evaluate".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let needed = self.position + tokens.len();
+        if needed > self.capacity {
+            return Err(Error::ContextFull {
+                needed,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    /// The forward pass of `tokens` with `x` as the residual stream.
+    fn forward(
+        &mut self,
+        model: &Model,
+        tokens: &[u32],
+        x: &mut [f32],
+        all_logits: bool,
+    ) -> Result<()> {
+        let h = model.config.hidden;
+        for (t, &tok) in tokens.iter().enumerate() {
+            model
+                .token_embd
+                .as_ref()
+                .row_f32(tok as usize, &mut x[t * h..(t + 1) * h])?;
+        }
+        let batch = Batch {
+            position: self.position,
+            n: tokens.len(),
+            capacity: self.capacity,
+        };
+        for l in 0..model.config.n_layers {
+            if self.cancel.swap(false, Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            let w = &model.layers[l];
+            let (cache, s) = (&mut self.cache[l], &mut self.scratch);
+            attention(&model.config, w, cache, &self.rope, &batch, x, s);
+            self.moe(model, l, x, batch.n)?;
+            let mut cx = Context {
+                model,
+                x,
+                n: batch.n,
+                position: self.position,
+                observer: self.observer.as_mut(),
+            };
+            self.predictions.refine(l, &mut cx, &mut self.scratch);
+        }
+        self.output(model, x, batch.n, all_logits);
+        Ok(())
+    }
+
+    /// The MoE step of layer `l`: route, request the experts' reads, predict the layers ahead
+    /// while they are read, run the experts, combine their outputs, then the shared expert.
+    fn moe(&mut self, model: &Model, l: usize, x: &mut [f32], n: usize) -> Result<()> {
+        let c = &model.config;
+        let w = &model.layers[l];
+        let s = &mut self.scratch;
+        router::route(c, w, l, self.position, x, n, s, self.observer.as_mut());
+        moe::request_experts(model, l, n, s);
+        self.predictions.check(l, &s.used);
+        let mut cx = Context {
+            model,
+            x,
+            n,
+            position: self.position,
+            observer: self.observer.as_mut(),
+        };
+        self.predictions.predict(l, &mut cx, s);
+        moe::run_experts(model, l, n, s, &self.cancel)?;
+        moe::combine(c, x, n, s);
+        if let Some(sh) = &w.shared {
+            ffn::shared_expert(c, sh, x, n, s);
+        }
+        Ok(())
+    }
+
+    /// The logits of the last evaluation.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn output(&mut self, model: &Model, x: &[f32], n: usize, all_logits: bool) {
+        let c = &model.config;
+        let h = c.hidden;
+        let first = if all_logits { 0 } else { n - 1 };
+        let rows = n - first;
+        self.logits.resize(rows * c.vocab, 0.0);
+        let s = &mut self.scratch;
+        let hn = grow(&mut s.h, rows * h);
+        for (xt, ht) in x[first * h..n * h]
+            .chunks_exact(h)
+            .zip(hn.chunks_exact_mut(h))
+        {
+            ops::rms_norm(xt, &model.output_norm, c.norm_eps, ht);
+        }
+        matmat(
+            model.output_matrix().as_ref(),
+            hn,
+            rows,
+            &mut self.logits,
+            &mut s.matvec,
+        );
+    }
+}
