@@ -208,7 +208,7 @@ fn misses_with_small_weights_run_at_low_precision() {
     assert_eq!(got, run(&Arc::new(never_cached)));
     // It changed the logits by a q4_0 amount. Compared on the prompts only: greedy
     // continuations may pick other tokens. (Random tiny models are far more sensitive to
-    // quantisation than trained ones; see the README's accuracy table.)
+    // quantisation than trained ones; see docs/benchmarks/accuracy.md.)
     let vocab = model.config.vocab;
     let (mut worst, mut sum, mut count) = (0f32, 0f64, 0usize);
     for ((g, h), p) in got.iter().zip(&high).zip(&reference(FAMILY).prompts) {

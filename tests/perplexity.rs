@@ -1,5 +1,5 @@
 //! Sliding-window perplexity matches transformers on every fixture family (the committed
-//! reference of tools/make_ppl_reference.py) to 0.1%.
+//! reference of tools/fixtures/make_ppl_reference.py) to 0.1%.
 
 mod common;
 

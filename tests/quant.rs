@@ -1,4 +1,4 @@
-//! Quantisation against gguf-py (fixtures from tools/make_quant_fixtures.py),
+//! Quantisation against gguf-py (fixtures from tools/fixtures/make_quant_fixtures.py),
 //! round-trip error bounds, and fused dot products against dequantised dots.
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! `edgemoe bench --sweep` on the demo model: every run carries the limits measured next to it,
-//! and its ideal, serial floor and hidden share follow from them (the README's sweep tables
-//! are read off these fields).
+//! and its ideal, serial floor and hidden share follow from them (the sweep tables of
+//! docs/benchmarks/streaming-budget.md are read off these fields).
 
 use std::path::PathBuf;
 use std::process::Command;

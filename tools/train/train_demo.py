@@ -7,15 +7,15 @@ PURPOSE
     tokenizer, trained on Tiny Shakespeare.  The Rust engine uses it as a demo model and as a
     numerical reference (validation perplexity, generations, expert usage).
 
-HOW TO RUN
-    nice -n 10 /opt/venv/bin/python tools/train_demo.py                 # 20 min budget (default)
-    /opt/venv/bin/python tools/train_demo.py --minutes 5
-    /opt/venv/bin/python tools/train_demo.py --steps 300                # exact step count
-    /opt/venv/bin/python tools/train_demo.py --steps 20 --out /tmp/smoke  # smoke test (~1 min)
+HOW TO RUN  (EDGEMOE_CORPUS=path/to/tinyshakespeare.txt, or --data PATH)
+    nice -n 10 .venv/bin/python tools/train/train_demo.py                 # 20 min budget (default)
+    .venv/bin/python tools/train/train_demo.py --minutes 5
+    .venv/bin/python tools/train/train_demo.py --steps 300                # exact step count
+    .venv/bin/python tools/train/train_demo.py --steps 20 --out /tmp/smoke  # smoke test (~1 min)
     Options: --family mixtral|olmoe (default mixtral; olmoe = OlmoeForCausalLM, same sizes,
              q/k norm, top-k weights not renormalised, fused expert tensors kept),
-             --data (corpus path, default /work/shared/data/tinyshakespeare.txt),
-             --out (default /work/artifacts/demo-hf), --seed (default 1234), --threads (default 2).
+             --data (corpus path, tinyshakespeare.txt; default $EDGEMOE_CORPUS, one of
+             the two is required), --out (default demo-hf), --seed (default 1234), --threads (default 2).
     Needs torch, transformers, tokenizers, safetensors, numpy (tested: torch 2.15.0,
     transformers 5.24.0, tokenizers 0.23.3, safetensors 0.8.0, numpy 2.4.6, Python 3.11).
 
@@ -452,8 +452,9 @@ def describe_safetensors(path):
 # ----------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/work/shared/data/tinyshakespeare.txt")
-    ap.add_argument("--out", default="/work/artifacts/demo-hf")
+    ap.add_argument("--data", default=os.environ.get("EDGEMOE_CORPUS"),
+                    help="tinyshakespeare.txt (default: $EDGEMOE_CORPUS)")
+    ap.add_argument("--out", default="demo-hf")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget (default 20)")
     g.add_argument("--steps", type=int, default=None, help="exact number of optimizer steps (overrides --minutes)")
@@ -470,6 +471,8 @@ def main():
     ap.add_argument("--dropout", type=float, default=DROPOUT, help="train-only residual/embedding dropout")
     ap.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY)
     args = ap.parse_args()
+    if not args.data:
+        ap.error("no corpus: pass --data PATH (tinyshakespeare.txt) or set $EDGEMOE_CORPUS")
 
     t_start = time.time()
     torch.set_num_threads(args.threads)
@@ -643,7 +646,7 @@ def main():
             "k < floor(len/256), tail dropped; each window run alone from an empty cache at positions 0..255, no BOS; "
             "NLL of tokens 1..255 given preceding tokens of the same window; ppl = exp(mean NLL over all "
             "255*windows predictions); float32, eager attention, checkpoint reloaded from disk")),
-        "data": {"path": args.data, "sha256": corpus_sha, "chars": len(text), "train_chars": len(train_text),
+        "data": {"path": os.path.basename(args.data), "sha256": corpus_sha, "chars": len(text), "train_chars": len(train_text),
                  "val_chars": len(val_text), "split": "train = text[:int(0.9*len(text))], val = the rest",
                  "train_tokens": len(train_ids)},
         "train": {"steps": step, "batch": BATCH, "seq_len": SEQ_LEN, "tokens_seen": step * BATCH * SEQ_LEN,

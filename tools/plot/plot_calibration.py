@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plots an `edgemoe calibrate` report (report.json) as two small PNGs.
 
-    /opt/venv/bin/python tools/plot_calibration.py OUT/report.json docs/calibration-demo
+    .venv/bin/python tools/plot/plot_calibration.py OUT/report.json docs/calibration/demo
 
 writes <prefix>-pareto.png (expert bytes vs held-out perplexity and vs KL against the
 baseline: uniform types, adapted assignments at each tolerance, and every assignment the

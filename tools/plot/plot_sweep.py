@@ -3,7 +3,7 @@
 and MiB read per token against the expert budget, one line per backend and predictor,
 with the physical limit (the ideal tokens/s from resident compute and raw read bandwidth).
 
-    tools/plot_sweep.py sweep/sweep.json -o docs/sweep.png
+    tools/plot/plot_sweep.py sweep/sweep.json -o docs/benchmarks/sweep.png
 
 Needs matplotlib (tools/requirements.txt).
 """

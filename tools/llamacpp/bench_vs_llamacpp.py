@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Prompt and decode speed of edgemoe vs llama.cpp on one GGUF file, same threads.
 
-    tools/bench_vs_llamacpp.py MODEL.gguf [-t 1,2] [-p 512] [-n 128] [-r 5] [--json out.json]
+    tools/llamacpp/bench_vs_llamacpp.py MODEL.gguf [-t 1,2] [-p 512] [-n 128] [-r 5] [--json out.json]
 
 Runs llama.cpp's `llama-bench -m MODEL -t T -p P -n N -r R -o json` and
 `edgemoe bench -m MODEL -t T -p P -n N -r R --json` (the same tests: pp P evaluates P random
 tokens as one batch, tg N decodes N random tokens one at a time, each after a warm-up) and prints
 tokens/s of both (mean ± standard deviation over the repetitions) and edgemoe / llama.cpp, of
 the means and of each program's fastest repetition (steadier on a machine shared with other work). The file must be a stock llama.cpp GGUF (llama.cpp
-cannot read edgemoe's packed layout: convert one with tools/packed_to_stock.py).
+cannot read edgemoe's packed layout: convert one with tools/fixtures/packed_to_stock.py).
 
-Environment: LLAMA_BIN (directory with llama-bench; default: what tools/build_llamacpp.sh
+Environment: LLAMA_BIN (directory with llama-bench; default: what tools/llamacpp/build_llamacpp.sh
 prints), EDGEMOE (the edgemoe binary; default: `cargo build --release` in this repository and
 $CARGO_TARGET_DIR/release/edgemoe). Needs only the Python standard library.
 """
@@ -24,13 +24,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def llama_bin() -> Path:
     if os.environ.get("LLAMA_BIN"):
         return Path(os.environ["LLAMA_BIN"])
-    out = subprocess.run([str(REPO / "tools/build_llamacpp.sh")], check=True, stdout=subprocess.PIPE, text=True)
+    out = subprocess.run([str(REPO / "tools/llamacpp/build_llamacpp.sh")], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
 
 

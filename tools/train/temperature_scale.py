@@ -12,11 +12,12 @@ The fit uses the validation text from --fit-from (a fraction of the validation s
 its second half), so the held-out text `edgemoe calibrate` checks (the first 8192 tokens of the
 validation split) stays unseen.
 
-    /opt/venv/bin/python tools/temperature_scale.py demo256b -o demo256b-t
+    .venv/bin/python tools/train/temperature_scale.py demo256b -o demo256b-t
 """
 import argparse
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -41,16 +42,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--text", type=Path,
-                    default=Path(__file__).resolve().parents[1] / "../shared/data/tinyshakespeare.txt")
+    ap.add_argument("--text", type=Path, default=os.environ.get("EDGEMOE_CORPUS"),
+                    help="the training corpus, tinyshakespeare.txt (default: $EDGEMOE_CORPUS)")
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="the validation split: the text's last fraction")
     ap.add_argument("--fit-from", type=float, default=0.5,
                     help="fit on the validation split from this fraction of it to its end")
     ap.add_argument("--ctx", type=int, default=256)
     args = ap.parse_args()
+    if args.text is None:
+        ap.error("no corpus: pass --text PATH (tinyshakespeare.txt) or set $EDGEMOE_CORPUS")
 
-    text = args.text.read_text()
+    text = Path(args.text).read_text()
     val = text[int((1 - args.val_fraction) * len(text)):]
     fit_text = val[int(args.fit_from * len(val)):]
     tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))

@@ -8,7 +8,7 @@
 #   rustup target add aarch64-unknown-linux-gnu
 #   apt-get install -y gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 #
-# Usage: tools/test_aarch64.sh [--install | --check] [extra cargo test args]
+# Usage: tools/ci/test_aarch64.sh [--install | --check] [extra cargo test args]
 #   --install   install the prerequisites above first (needs root for apt)
 #   --check     only check the prerequisites: exit 0 if present, else 1
 # Respects CARGO_TARGET_DIR. Builds with --release: the tests run faster
@@ -19,7 +19,7 @@
 # (default "max:neon-dotprod cortex-a57:neon").
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 SYSROOT=/usr/aarch64-linux-gnu
 

@@ -2,25 +2,27 @@
 # Build llama.cpp (CPU only, Release, -DGGML_NATIVE=ON) for comparisons and reference outputs.
 #
 # Dev tooling only: llama.cpp is never committed.  Its source comes from the llama-cpp-python
-# sdist (which vendors ggml-org/llama.cpp), fetched with pip, the same pin as tools/make_fixtures.py.
+# sdist (which vendors ggml-org/llama.cpp), fetched with pip, the same pin as tools/fixtures/make_fixtures.py.
 #
-#   tools/build_llamacpp.sh                 # -> prints the directory holding llama-cli, llama-bench, ...
-#   LLAMA_CPP_DIR=/path/to/llama.cpp tools/build_llamacpp.sh   # build an existing checkout instead
+#   tools/llamacpp/build_llamacpp.sh                 # -> prints the directory holding llama-cli, llama-bench, ...
+#   LLAMA_CPP_DIR=/path/to/llama.cpp tools/llamacpp/build_llamacpp.sh   # build an existing checkout instead
 #
-# Environment: LLAMA_WORK (default /work/llama: sdist, unpacked source, build/), LLAMA_BUILD_DIR
-# (default $LLAMA_WORK/build), LLAMA_JOBS (default 2), PIP (default /opt/venv/bin/pip or pip3).
+# Environment: LLAMA_WORK (default target/llamacpp in the repository: sdist, unpacked source,
+# build/), LLAMA_BUILD_DIR (default $LLAMA_WORK/build), LLAMA_JOBS (default 2), PIP (default: the
+# active virtualenv's pip, else pip3).
 # llama-cli is only built with -DLLAMA_BUILD_SERVER=ON in this llama.cpp version (it shares the
-# server's code); it is left out (reference outputs come from tools/llamacpp_greedy.cpp).
+# server's code); it is left out (reference outputs come from tools/llamacpp/llamacpp_greedy.cpp).
 # Idempotent: the download, the unpack and the configure step are skipped when already done;
 # the build step is incremental.  Everything but the final directory goes to stderr.
 set -euo pipefail
 
 VERSION=0.3.36
-WORK=${LLAMA_WORK:-/work/llama}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=${LLAMA_WORK:-$REPO/target/llamacpp}
 BUILD=${LLAMA_BUILD_DIR:-$WORK/build}
 JOBS=${LLAMA_JOBS:-2}
 if [[ -z "${PIP:-}" ]]; then
-  if [[ -x /opt/venv/bin/pip ]]; then PIP=/opt/venv/bin/pip; else PIP=pip3; fi
+  if [[ -n "${VIRTUAL_ENV:-}" && -x $VIRTUAL_ENV/bin/pip ]]; then PIP=$VIRTUAL_ENV/bin/pip; else PIP=pip3; fi
 fi
 
 mkdir -p "$WORK"

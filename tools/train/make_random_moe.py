@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Write a random-weight Mixtral-shaped MoE model as a stock llama.cpp GGUF (llama arch).
 
-For benchmarks and streaming tests at realistic sizes (issue #4): the weights are random, the
+For benchmarks and streaming tests at realistic sizes: the weights are random, the
 text is gibberish, but every tensor has the shape, type and place llama.cpp's own converter
 gives a Mixtral checkpoint (stacked `blk.N.ffn_{gate,up,down}_exps`, q/k in llama.cpp's row
 order, a SentencePiece-style `llama` vocabulary), so both llama.cpp and edgemoe load the file.
 
-Defaults (issue #4): hidden 1024, 16 layers, 8 experts (top-2), expert FFN 3584 (Mixtral's
+Defaults: hidden 1024, 16 layers, 8 experts (top-2), expert FFN 3584 (Mixtral's
 3.5x), 16 heads / 4 KV heads, vocab 32000, f16: about 2.9 GB.
 
-    /opt/venv/bin/python tools/make_random_moe.py -o /tmp/moe.gguf              # ~2.9 GB
-    /opt/venv/bin/python tools/make_random_moe.py -o /tmp/moe-small.gguf \\
+    .venv/bin/python tools/train/make_random_moe.py -o /tmp/moe.gguf              # ~2.9 GB
+    .venv/bin/python tools/train/make_random_moe.py -o /tmp/moe-small.gguf \\
         --hidden 1024 --layers 4 --ffn 2048 --vocab 8000                         # ~0.4 GB
     llama-quantize /tmp/moe.gguf /tmp/moe-q4_k_m.gguf Q4_K_M                     # K-quants
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Decode speed of edgemoe vs llama.cpp on one stock GGUF under the same memory cap.
 
-    sudo tools/bench_memory_cap.py MODEL.gguf [--expert-share 0.25] [-t 2] [-n 32] [--json out.json]
+    sudo tools/llamacpp/bench_memory_cap.py MODEL.gguf [--expert-share 0.25] [-t 2] [-n 32] [--json out.json]
 
 The cap is resident (non-expert) weights + KV cache + scratch + `--expert-share` of the expert
 bytes, as edgemoe's budget planner computes them (`edgemoe bench --sweep` prints the split), plus
@@ -12,7 +12,7 @@ the page cache before each run (posix_fadvise). llama.cpp runs `llama-bench -p 0
 its default); edgemoe runs `edgemoe bench -p 0 -n N --memory CAP-SLACK` (io_uring, O_DIRECT),
 both on the same file and thread count. Prints tokens/s of each and the ratio.
 
-Needs root (cgroups) and, as tools/bench_vs_llamacpp.py, LLAMA_BIN and EDGEMOE or a build.
+Needs root (cgroups) and, as tools/llamacpp/bench_vs_llamacpp.py, LLAMA_BIN and EDGEMOE or a build.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-// Greedy continuations as llama.cpp computes them, for tools/make_llamacpp_refs.py.
+// Greedy continuations as llama.cpp computes them, for tools/fixtures/make_llamacpp_refs.py.
 //
-// Dev tooling only: compiled against a llama.cpp build (tools/build_llamacpp.sh) by
+// Dev tooling only: compiled against a llama.cpp build (tools/llamacpp/build_llamacpp.sh) by
 // make_llamacpp_refs.py; uses nothing but the public llama.h API.
 //
 //   llamacpp_greedy MODEL.gguf N_PREDICT KV(f16|f32) FLASH(on|off|auto) THREADS PROMPT...
