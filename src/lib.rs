@@ -3,7 +3,7 @@
 //!
 //! Non-expert weights stay resident; experts are reached only through an
 //! [`expert::ExpertSource`], so the engine never assumes that every expert is in
-//! memory. See the README for the architecture.
+//! memory. See `docs/architecture.md` for the architecture.
 
 pub mod capi;
 pub mod convert;

@@ -774,7 +774,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "none,lookahead")]
     sweep_predictors: Vec<String>,
     /// Where the sweep writes sweep.json, sweep.csv and sweep.md
-    /// (`tools/plot_sweep.py DIR/sweep.json` draws the PNG).
+    /// (`tools/plot/plot_sweep.py DIR/sweep.json` draws the PNG).
     #[arg(long, default_value = "sweep")]
     out: PathBuf,
 }

@@ -1,6 +1,6 @@
 //! Unit tests: every SIMD kernel against its scalar twin, on random data and
 //! odd shapes, at every SIMD level the CPU has. Run on x86_64 (AVX2, AVX-512)
-//! and, through tools/test_aarch64.sh, on aarch64 under qemu with and without
+//! and, through tools/ci/test_aarch64.sh, on aarch64 under qemu with and without
 //! dotprod (NEON + SDOT, base NEON).
 
 use super::*;
@@ -243,7 +243,7 @@ fn force_scalar_values() {
     assert!(!force_scalar(None));
 }
 
-/// tools/test_aarch64.sh runs the tests under emulated CPUs with and without dotprod and
+/// tools/ci/test_aarch64.sh runs the tests under emulated CPUs with and without dotprod and
 /// names the level each should detect, so that a detection bug cannot leave a level untested.
 #[test]
 fn detects_the_expected_level() {

@@ -140,7 +140,7 @@ impl EvictionPolicy for EdgeMoe {
 /// following layers will use, and the experts of the layer that just ran are needed last.
 /// Replaying two 300-token demo-model traces with their look-ahead preloads, exponents 0 (LFU),
 /// 0.5, 1 (EdgeMoE), 1.5, 2 and 3 served 0.759, 0.752, 0.753, 0.758, 0.762 and 0.767 of fetches
-/// from memory on average over 4..24 slots (README).
+/// from memory on average over 4..24 slots (`docs/benchmarks/prediction-and-cache.md`).
 pub struct Forward;
 
 impl EvictionPolicy for Forward {
