@@ -4,7 +4,8 @@
 
 mod common;
 
-use edgemoe::engine::predictor::{profile, write_model_with_stats};
+use edgemoe::engine::predictor::write_model_with_stats;
+use edgemoe::engine::profile::profile;
 use edgemoe::engine::{
     Backend, ExpertStats, LoadOptions, Model, PredictionOptions, PredictorKind, Session,
 };

@@ -808,7 +808,8 @@ struct ProfileArgs {
 }
 
 fn run_profile(a: ProfileArgs) -> edgemoe::Result<()> {
-    use edgemoe::engine::predictor::{profile, write_model_with_stats};
+    use edgemoe::engine::predictor::write_model_with_stats;
+    use edgemoe::engine::profile::profile;
     let path = a.model.clone().unwrap_or_else(default_model);
     let model = Arc::new(Model::load_with(
         &path,

@@ -10,7 +10,9 @@ pub mod generate;
 pub mod model;
 pub mod perplexity;
 pub mod predictor;
+pub mod profile;
 pub mod session;
+pub mod weights;
 
 pub use arch::Family;
 pub use budget::BudgetPlan;

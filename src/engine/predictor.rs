@@ -26,12 +26,10 @@
 //! (`n = 0`) thus backs off to the one-layer key, and an unseen one-layer key to the layer's
 //! marginal frequency.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::config::ModelConfig;
-use super::model::Model;
-use super::session::{Routing, RoutingObserver, Session};
 use crate::format::{GgufFile, GgufHeader, GgufValue, GgufWriter, TensorSpec};
 use crate::{Error, Result};
 
@@ -423,82 +421,6 @@ impl ExpertStats {
     }
 }
 
-/// Collects each token's routing through every layer and counts it into an [`ExpertStats`].
-struct Profiler {
-    stats: std::sync::Arc<std::sync::Mutex<ExpertStats>>,
-    pending: HashMap<usize, Vec<Vec<usize>>>,
-    error: std::sync::Arc<std::sync::Mutex<Option<Error>>>,
-}
-
-impl RoutingObserver for Profiler {
-    fn observe(&mut self, layer: usize, position: usize, routing: &Routing) {
-        let Ok(mut stats) = self.stats.lock() else {
-            return;
-        };
-        let n_layers = stats.n_layers;
-        let layers = self
-            .pending
-            .entry(position)
-            .or_insert_with(|| vec![Vec::new(); n_layers]);
-        if let Some(slot) = layers.get_mut(layer) {
-            slot.clone_from(&routing.experts);
-        }
-        if layer + 1 == n_layers {
-            if let Some(layers) = self.pending.remove(&position) {
-                if let Err(e) = stats.observe(&layers) {
-                    if let Ok(mut slot) = self.error.lock() {
-                        slot.get_or_insert(e);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Runs `ids` through `model` in windows of `ctx` tokens (each from an empty cache) and counts
-/// which experts follow which ([`ExpertStats`]). `progress(done, total)` is called after each
-/// window.
-pub fn profile(
-    model: &std::sync::Arc<Model>,
-    ids: &[u32],
-    ctx: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<ExpertStats> {
-    if ctx == 0 || ids.is_empty() {
-        return Err(Error::InvalidArgument(
-            "profiling needs some tokens and a window of at least 1".into(),
-        ));
-    }
-    let c = &model.config;
-    let stats = std::sync::Arc::new(std::sync::Mutex::new(ExpertStats::new(
-        c.n_layers,
-        c.n_experts,
-        c.n_experts_used,
-    )));
-    let error = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let mut session = Session::new(model.clone(), Some(ctx))?;
-    session.set_observer(Some(Box::new(Profiler {
-        stats: stats.clone(),
-        pending: HashMap::new(),
-        error: error.clone(),
-    })));
-    let windows: Vec<&[u32]> = ids.chunks(ctx).collect();
-    for (i, w) in windows.iter().enumerate() {
-        session.reset();
-        session.eval(w, false)?;
-        progress(i + 1, windows.len());
-    }
-    session.set_observer(None);
-    if let Some(e) = error.lock().ok().and_then(|mut e| e.take()) {
-        return Err(e);
-    }
-    let table = stats
-        .lock()
-        .map(|s| s.clone())
-        .map_err(|_| Error::InvalidArgument("profiler state poisoned".into()))?;
-    Ok(table)
-}
-
 /// Copies the model file `input` to `output` with `stats` in its metadata (replacing any
 /// table already there). Tensor data is copied byte for byte in file order, so the layout
 /// (alignment, experts back to back) is unchanged.
@@ -609,7 +531,7 @@ mod tests {
         let meta = t.gguf_metadata();
         let p = Path::new("m.gguf");
         let read = |m: &[(String, GgufValue)], shape: (usize, usize)| {
-            let map: HashMap<String, GgufValue> = m.iter().cloned().collect();
+            let map: std::collections::HashMap<String, GgufValue> = m.iter().cloned().collect();
             ExpertStats::from_lookup(&|k| map.get(k), shape.0, shape.1, p)
         };
         let back = read(&meta, (3, 4)).unwrap().unwrap();

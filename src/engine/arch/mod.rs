@@ -7,8 +7,6 @@ mod olmoe;
 mod qwen2_moe;
 mod qwen3_moe;
 
-pub use super::blocks::ffn::FfnKind;
-pub use super::blocks::router::RouterKind;
 use crate::{Error, Result};
 
 /// How rotary position embedding pairs up the dimensions of a head.
@@ -29,6 +27,22 @@ pub enum QkNorm {
     PerHead,
     /// One RMSNorm over the whole q (and k) projection (OLMoE).
     Full,
+}
+
+/// How a family turns router logits into chosen experts and their weights
+/// (`engine::blocks::router`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterKind {
+    /// Softmax over every expert, then the top k (Mixtral, Qwen-MoE, OLMoE); the weights are
+    /// renormalised to sum to one when the config says so (`norm_topk`).
+    SoftmaxTopK,
+}
+
+/// The activation between an FFN's gate and up projections (`engine::blocks::ffn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnKind {
+    /// `down(silu(gate x) * up x)` (every family so far).
+    SwiGlu,
 }
 
 /// What distinguishes one family's forward pass.

@@ -6,7 +6,7 @@
 use super::scratch::{grow, Scratch};
 use crate::engine::arch::{QkNorm, RopeStyle};
 use crate::engine::config::ModelConfig;
-use crate::engine::model::LayerWeights;
+use crate::engine::weights::LayerWeights;
 use crate::tensor::ops::{self, matmat};
 
 /// Multiply-adds of attention (over all heads and positions) from which it is spread over the

@@ -2,17 +2,11 @@
 
 use super::scratch::{grow, Scratch};
 use super::FFN_GROUP;
+use crate::engine::arch::FfnKind;
 use crate::engine::config::ModelConfig;
-use crate::engine::model::SharedExpert;
+use crate::engine::weights::SharedExpert;
 use crate::expert::ExpertView;
 use crate::tensor::ops::{self, matmat, MatrixRef};
-
-/// The activation between an expert's gate and up projections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FfnKind {
-    /// `down(silu(gate x) * up x)` (every family so far).
-    SwiGlu,
-}
 
 /// One FFN's three matrices.
 struct Ffn<'a> {

@@ -9,38 +9,45 @@ use super::ffn::routed_expert;
 use super::router::Routing;
 use super::scratch::{grow, Scratch};
 use crate::engine::config::ModelConfig;
-use crate::engine::model::Model;
-use crate::expert::{Precision, ReadKind};
+use crate::expert::{ExpertSource, Precision, ReadKind};
 use crate::tensor::ops;
 use crate::Result;
+
+/// What the MoE step reaches experts through.
+pub(crate) struct Experts<'a> {
+    pub config: &'a ModelConfig,
+    pub source: &'a dyn ExpertSource,
+    /// Lower precision on a miss: see `Model::low_precision_threshold`.
+    pub low_precision_threshold: Option<f32>,
+}
 
 /// Fills `s.used` with each expert the batch's `n` tokens use once, chooses each one's
 /// precision (`s.low`, `s.used_high`, `s.used_low`) and requests every read of layer `l` in
 /// one submission, so the forward pass can compute the experts in memory while the rest
 /// arrive.
-pub(crate) fn request_experts(model: &Model, l: usize, n: usize, s: &mut Scratch) {
+pub(crate) fn request_experts(experts: &Experts<'_>, l: usize, n: usize, s: &mut Scratch) {
     s.used.clear();
     s.used
         .extend(s.routes[..n].iter().flat_map(|r| r.experts.iter().copied()));
     s.used.sort_unstable();
     s.used.dedup();
-    model.experts.begin_layer(l);
-    choose_precision(model, l, n, s);
-    model
-        .experts
+    experts.source.begin_layer(l);
+    choose_precision(experts, l, n, s);
+    experts
+        .source
         .request(l, &s.used_high, &s.used_low, ReadKind::Demand);
 }
 
 /// Lower precision on a miss (HOBBIT): an expert no token needs at high precision and that is
 /// not cached is read from its smaller low-precision copy.
-fn choose_precision(model: &Model, l: usize, n: usize, s: &mut Scratch) {
+fn choose_precision(experts: &Experts<'_>, l: usize, n: usize, s: &mut Scratch) {
     s.low.clear();
-    s.low.resize(model.config.n_experts, false);
-    if let Some(f) = model.low_precision_threshold {
-        if model.experts.has_low_precision() {
+    s.low.resize(experts.config.n_experts, false);
+    if let Some(f) = experts.low_precision_threshold {
+        if experts.source.has_low_precision() {
             for &e in &s.used {
                 s.low[e] =
-                    low_precision_allowed(&s.routes[..n], e, f) && !model.experts.is_cached(l, e);
+                    low_precision_allowed(&s.routes[..n], e, f) && !experts.source.is_cached(l, e);
             }
         }
     }
@@ -76,13 +83,13 @@ pub(crate) fn low_precision_allowed(routes: &[Routing], e: usize, threshold: f32
 /// summed in router order by [`combine`], so the order of computation does not change the
 /// result. Stops with [`crate::Error::Cancelled`] once `cancel` is set.
 pub(crate) fn run_experts(
-    model: &Model,
+    experts: &Experts<'_>,
     l: usize,
     n: usize,
     s: &mut Scratch,
     cancel: &AtomicBool,
 ) -> Result<()> {
-    let c = &model.config;
+    let c = experts.config;
     grow(&mut s.expert_out, n * c.n_experts_used * c.hidden);
     let precision = |low: &[bool], e: usize| {
         if low[e] {
@@ -92,9 +99,9 @@ pub(crate) fn run_experts(
         }
     };
     let mut used = std::mem::take(&mut s.used);
-    used.sort_by_key(|&e| !model.experts.is_ready(l, e, precision(&s.low, e)));
+    used.sort_by_key(|&e| !experts.source.is_ready(l, e, precision(&s.low, e)));
     let result = used.iter().try_for_each(|&e| {
-        let view = model.experts.get(l, e, precision(&s.low, e), cancel)?;
+        let view = experts.source.get(l, e, precision(&s.low, e), cancel)?;
         s.assigned.clear();
         for (t, r) in s.routes[..n].iter().enumerate() {
             if let Some(slot) = r.experts.iter().position(|&x| x == e) {

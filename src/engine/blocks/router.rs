@@ -1,17 +1,10 @@
 //! The router: which experts each token uses in a layer, and with what weights.
 
 use super::scratch::{grow, Scratch};
+use crate::engine::arch::RouterKind;
 use crate::engine::config::ModelConfig;
-use crate::engine::model::LayerWeights;
+use crate::engine::weights::LayerWeights;
 use crate::tensor::ops::{self, matmat};
-
-/// How a family turns router logits into chosen experts and their weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RouterKind {
-    /// Softmax over every expert, then the top k (Mixtral, Qwen-MoE, OLMoE); the weights are
-    /// renormalised to sum to one when the config says so (`norm_topk`).
-    SoftmaxTopK,
-}
 
 /// The router's decision for one token in one layer.
 #[derive(Clone, Debug, PartialEq)]

@@ -276,8 +276,13 @@ impl Session {
         let c = &model.config;
         let w = &model.layers[l];
         let s = &mut self.scratch;
+        let experts = moe::Experts {
+            config: c,
+            source: model.experts.as_ref(),
+            low_precision_threshold: model.low_precision_threshold,
+        };
         router::route(c, w, l, self.position, x, n, s, self.observer.as_mut());
-        moe::request_experts(model, l, n, s);
+        moe::request_experts(&experts, l, n, s);
         self.predictions.check(l, &s.used);
         let mut cx = Context {
             model,
@@ -287,7 +292,7 @@ impl Session {
             observer: self.observer.as_mut(),
         };
         self.predictions.predict(l, &mut cx, s);
-        moe::run_experts(model, l, n, s, &self.cancel)?;
+        moe::run_experts(&experts, l, n, s, &self.cancel)?;
         moe::combine(c, x, n, s);
         if let Some(sh) = &w.shared {
             ffn::shared_expert(c, sh, x, n, s);
