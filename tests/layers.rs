@@ -31,7 +31,8 @@ fn violations(module: &str, forbidden: &[&str]) -> Vec<String> {
         for (i, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for m in forbidden {
-                if code.contains(&format!("crate::{m}::")) || code.contains(&format!("crate::{m}}}"))
+                if code.contains(&format!("crate::{m}::"))
+                    || code.contains(&format!("crate::{m}}}"))
                 {
                     found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
                 }
@@ -45,8 +46,16 @@ fn violations(module: &str, forbidden: &[&str]) -> Vec<String> {
 fn lower_layers_import_nothing_above_them() {
     let above_stream = ["engine", "capi", "convert", "tokenizer", "sampling"];
     let rules: [(&str, &[&str]); 6] = [
-        ("quant", &["tensor", "format", "expert", "stream", "engine", "capi", "convert"]),
-        ("tensor", &["format", "expert", "stream", "engine", "capi", "convert"]),
+        (
+            "quant",
+            &[
+                "tensor", "format", "expert", "stream", "engine", "capi", "convert",
+            ],
+        ),
+        (
+            "tensor",
+            &["format", "expert", "stream", "engine", "capi", "convert"],
+        ),
         ("format", &["expert", "stream", "engine", "capi", "convert"]),
         ("expert", &["stream", "engine", "capi", "convert"]),
         ("stream", &above_stream),
@@ -56,7 +65,11 @@ fn lower_layers_import_nothing_above_them() {
     for (module, forbidden) in rules {
         all.extend(violations(module, forbidden));
     }
-    assert!(all.is_empty(), "imports against the layers:\n{}", all.join("\n"));
+    assert!(
+        all.is_empty(),
+        "imports against the layers:\n{}",
+        all.join("\n")
+    );
 }
 
 /// The engine module a file belongs to (`blocks` for `engine/blocks/ffn.rs`), `None` for
@@ -146,7 +159,10 @@ fn engine_files_import_each_other_without_a_cycle() {
     let mut state = BTreeMap::new();
     for n in edges.keys() {
         if let Some(cycle) = visit(n, &edges, &mut state, &mut Vec::new()) {
-            panic!("engine modules import each other in a cycle: {}", cycle.join(" -> "));
+            panic!(
+                "engine modules import each other in a cycle: {}",
+                cycle.join(" -> ")
+            );
         }
     }
 }
@@ -155,7 +171,10 @@ fn engine_files_import_each_other_without_a_cycle() {
 fn the_cycle_check_sees_a_cycle() {
     // The parser reads both spellings of an engine import.
     let refs = engine_refs("use super::model::Model;\nuse crate::engine::budget::X;", 0);
-    assert_eq!(refs, BTreeSet::from(["budget".to_string(), "model".to_string()]));
+    assert_eq!(
+        refs,
+        BTreeSet::from(["budget".to_string(), "model".to_string()])
+    );
     let deeper = engine_refs("use super::scratch::S;\nuse super::super::weights::W;", 1);
     assert_eq!(deeper, BTreeSet::from(["weights".to_string()]));
 }

@@ -44,6 +44,65 @@ fn dims(h: &GgufHeader, path: &Path, name: &str) -> Result<Vec<u64>> {
         .ok_or_else(|| Error::invalid_file(path, format!("missing tensor `{name}`")))
 }
 
+/// Intermediate sizes of a routed expert and of the shared expert (0 without one), from the
+/// tensors themselves: edgemoe's per-expert layout or llama.cpp's merged one.
+fn ffn_sizes(h: &GgufHeader, path: &Path, family: Family) -> Result<(usize, usize)> {
+    let expert_ffn = match h.tensor("blk.0.ffn_gate.0.weight") {
+        Some(t) => t.dims.get(1).copied().unwrap_or(0) as usize,
+        None => dims(h, path, "blk.0.ffn_gate_exps.weight")?
+            .get(1)
+            .copied()
+            .unwrap_or(0) as usize,
+    };
+    let shared_ffn = if family.shared_expert {
+        dims(h, path, "blk.0.ffn_gate_shexp.weight")?
+            .get(1)
+            .copied()
+            .unwrap_or(0) as usize
+    } else {
+        0
+    };
+    Ok((expert_ffn, shared_ffn))
+}
+
+/// The metadata of one architecture (`{arch}.key`).
+struct Meta<'a> {
+    h: &'a GgufHeader,
+    path: &'a Path,
+    arch: &'a str,
+}
+
+impl Meta<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
+    }
+
+    /// A required integer, at most `max` (an absurd size is a corrupt file, not an
+    /// allocation to attempt).
+    fn count(&self, k: &str, max: u64) -> Result<usize> {
+        let key = self.key(k);
+        let v = get_u64(self.h, self.path, &key)?;
+        if v > max {
+            return Err(Error::invalid_file(
+                self.path,
+                format!("`{key}` = {v} is larger than {max}"),
+            ));
+        }
+        Ok(v as usize)
+    }
+
+    fn opt_u64(&self, k: &str) -> Option<u64> {
+        self.h.get(&self.key(k)).and_then(GgufValue::as_u64)
+    }
+
+    fn opt_f64(&self, k: &str) -> Option<f64> {
+        self.h.get(&self.key(k)).and_then(GgufValue::as_f64)
+    }
+}
+
+/// Largest layer, head, expert and context counts a file may state.
+const MAX_COUNT: u64 = 1 << 20;
+
 impl ModelConfig {
     /// Reads the configuration of a GGUF file of either layout.
     pub fn from_gguf(h: &GgufHeader, path: &Path) -> Result<Self> {
@@ -52,15 +111,8 @@ impl ModelConfig {
             .and_then(GgufValue::as_str)
             .ok_or_else(|| Error::invalid_file(path, "missing `general.architecture`"))?;
         let family = Family::from_gguf_arch(arch)?;
-        let key = |k: &str| format!("{arch}.{k}");
-        let n_layers = get_u64(h, path, &key("block_count"))? as usize;
-        let n_heads = get_u64(h, path, &key("attention.head_count"))? as usize;
-        let n_kv_heads = h
-            .get(&key("attention.head_count_kv"))
-            .and_then(GgufValue::as_u64)
-            .unwrap_or(n_heads as u64) as usize;
-        let n_experts = get_u64(h, path, &key("expert_count"))? as usize;
-        let n_experts_used = get_u64(h, path, &key("expert_used_count"))? as usize;
+        let m = Meta { h, path, arch };
+        let n_heads = m.count("attention.head_count", MAX_COUNT)?;
         let embd = dims(h, path, "token_embd.weight")?;
         if embd.len() != 2 {
             return Err(Error::invalid_file(
@@ -69,91 +121,67 @@ impl ModelConfig {
             ));
         }
         let (hidden, vocab) = (embd[0] as usize, embd[1] as usize);
+        let (expert_ffn, shared_ffn) = ffn_sizes(h, path, family)?;
+        let config = ModelConfig {
+            family,
+            n_layers: m.count("block_count", MAX_COUNT)?,
+            hidden,
+            n_heads,
+            n_kv_heads: m.opt_u64("attention.head_count_kv").unwrap_or(n_heads as u64) as usize,
+            head_dim: match m.opt_u64("attention.key_length") {
+                Some(d) => d.min(MAX_COUNT) as usize,
+                None => hidden / n_heads.max(1),
+            },
+            vocab,
+            n_experts: m.count("expert_count", MAX_COUNT)?,
+            n_experts_used: m.count("expert_used_count", MAX_COUNT)?,
+            expert_ffn,
+            shared_ffn,
+            norm_eps: m.opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-6) as f32,
+            rope_theta: m.opt_f64("rope.freq_base").unwrap_or(10000.0) as f32,
+            norm_topk: h
+                .get("edgemoe.expert_weights_norm")
+                .or_else(|| h.get(&m.key("expert_weights_norm")))
+                .and_then(GgufValue::as_bool)
+                .unwrap_or(family.norm_topk_default),
+            context_length: m.opt_u64("context_length").unwrap_or(2048).min(MAX_COUNT) as usize,
+        };
+        config.check(path, m.opt_u64("rope.dimension_count"))?;
+        Ok(config)
+    }
+
+    /// An error unless the shape can run: heads that group evenly, even head sizes, at least
+    /// one layer and expert, no more experts used than exist, full rotary embeddings.
+    fn check(&self, path: &Path, rope_dims: Option<u64>) -> Result<()> {
+        let (n_heads, n_kv_heads) = (self.n_heads, self.n_kv_heads);
         if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
             return Err(Error::invalid_file(
                 path,
                 format!("{n_heads} attention heads cannot share {n_kv_heads} KV heads"),
             ));
         }
-        let head_dim = match h
-            .get(&key("attention.key_length"))
-            .and_then(GgufValue::as_u64)
-        {
-            Some(d) => d as usize,
-            None => hidden / n_heads,
-        };
-        if n_layers == 0 || n_experts == 0 || n_experts_used == 0 || n_experts_used > n_experts {
+        let (n_layers, n_experts, used) = (self.n_layers, self.n_experts, self.n_experts_used);
+        if n_layers == 0 || n_experts == 0 || used == 0 || used > n_experts {
             return Err(Error::invalid_file(
                 path,
-                format!("{n_layers} layers, {n_experts} experts, {n_experts_used} used per token"),
+                format!("{n_layers} layers, {n_experts} experts, {used} used per token"),
             ));
         }
+        let head_dim = self.head_dim;
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(Error::invalid_file(
                 path,
                 format!("head size {head_dim} must be even"),
             ));
         }
-        // Expert size from the tensors themselves: ours per expert, llama.cpp's merged.
-        let expert_ffn = match h.tensor("blk.0.ffn_gate.0.weight") {
-            Some(t) => t.dims.get(1).copied().unwrap_or(0) as usize,
-            None => dims(h, path, "blk.0.ffn_gate_exps.weight")?
-                .get(1)
-                .copied()
-                .unwrap_or(0) as usize,
-        };
-        let shared_ffn = if family.shared_expert {
-            dims(h, path, "blk.0.ffn_gate_shexp.weight")?
-                .get(1)
-                .copied()
-                .unwrap_or(0) as usize
-        } else {
-            0
-        };
-        let norm_eps = h
-            .get(&key("attention.layer_norm_rms_epsilon"))
-            .and_then(GgufValue::as_f64)
-            .unwrap_or(1e-6) as f32;
-        let rope_theta = h
-            .get(&key("rope.freq_base"))
-            .and_then(GgufValue::as_f64)
-            .unwrap_or(10000.0) as f32;
-        let norm_topk = h
-            .get("edgemoe.expert_weights_norm")
-            .or_else(|| h.get(&key("expert_weights_norm")))
-            .and_then(GgufValue::as_bool)
-            .unwrap_or(family.norm_topk_default);
-        let context_length = h
-            .get(&key("context_length"))
-            .and_then(GgufValue::as_u64)
-            .unwrap_or(2048) as usize;
-        if let Some(rot) = h
-            .get(&key("rope.dimension_count"))
-            .and_then(GgufValue::as_u64)
-        {
-            if rot as usize != head_dim {
+        if let Some(rot) = rope_dims {
+            if rot != head_dim as u64 {
                 return Err(Error::Unsupported(format!(
                     "partial rotary embeddings ({rot} of {head_dim} dims)"
                 )));
             }
         }
-        Ok(ModelConfig {
-            family,
-            n_layers,
-            hidden,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            vocab,
-            n_experts,
-            n_experts_used,
-            expert_ffn,
-            shared_ffn,
-            norm_eps,
-            rope_theta,
-            norm_topk,
-            context_length,
-        })
+        Ok(())
     }
 
     /// The GGUF metadata that describes this configuration (what `from_gguf` reads back).

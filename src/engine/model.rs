@@ -45,21 +45,8 @@ pub struct Model {
     prediction: super::predictor::PredictionOptions,
 }
 
-/// Where experts are served from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// Streamed with the best backend available when a memory budget is set, else resident.
-    #[default]
-    Auto,
-    /// Every expert in memory (the mapped file).
-    Resident,
-    /// Streamed through io_uring (Linux).
-    IoUring,
-    /// Streamed through a pool of positioned reads.
-    Pread,
-    /// Streamed by copying from a memory map.
-    Mmap,
-}
+/// Where experts are served from (the streaming layer's one backend enum).
+pub use crate::stream::BackendKind as Backend;
 
 /// How to load a model.
 pub struct LoadOptions<'a> {
@@ -198,10 +185,7 @@ impl Model {
         let stream_kind = match opts.backend {
             Backend::Resident => None,
             Backend::Auto if opts.memory_budget.is_none() => None,
-            Backend::Auto => Some(crate::stream::BackendKind::Auto),
-            Backend::IoUring => Some(crate::stream::BackendKind::IoUring),
-            Backend::Pread => Some(crate::stream::BackendKind::Pread),
-            Backend::Mmap => Some(crate::stream::BackendKind::Mmap),
+            kind => Some(kind),
         };
         let Some(kind) = stream_kind else {
             let experts = Box::new(ResidentExperts::new(file.clone(), directory.clone()));

@@ -84,4 +84,3 @@ pub fn profile(
         .map_err(|_| Error::InvalidArgument("profiler state poisoned".into()))?;
     Ok(table)
 }
-

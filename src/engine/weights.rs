@@ -223,4 +223,3 @@ impl<'a> TensorLoader<'a, '_> {
         self.vector(name, len).map(Some)
     }
 }
-

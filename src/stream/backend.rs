@@ -93,23 +93,29 @@ pub fn is_cancelled(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECANCELED)
 }
 
-/// Which backend to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where experts are served from: the one backend choice of every layer (load options, the
+/// CLI's `--backend`, the C API's `EMOE_BACKEND_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendKind {
+    /// Streamed with the best I/O backend available when a memory budget is set (io_uring
+    /// where the kernel allows it, else pread); every expert in memory without one.
+    #[default]
+    Auto,
+    /// Every expert in memory (the mapped file): no streaming.
+    Resident,
     /// io_uring with registered file and fixed buffers (Linux, not Android).
     IoUring,
     /// A small thread pool doing positioned reads (every Unix; the Apple backend).
     Pread,
     /// Copies out of a read-only mapping (llama.cpp's approach; the baseline).
     Mmap,
-    /// io_uring where the kernel allows it, else pread.
-    Auto,
 }
 
 impl BackendKind {
-    /// Parses `io_uring`/`uring`, `pread`, `mmap`, `auto`.
+    /// Parses `io_uring`/`uring`, `pread`, `mmap`, `auto`, `resident`.
     pub fn parse(s: &str) -> Option<BackendKind> {
         match s {
+            "resident" => Some(BackendKind::Resident),
             "io_uring" | "uring" | "iouring" => Some(BackendKind::IoUring),
             "pread" => Some(BackendKind::Pread),
             "mmap" => Some(BackendKind::Mmap),
@@ -176,6 +182,9 @@ pub fn open_backend(
     let mut notes = Vec::new();
     let queue_depth = queue_depth.max(1);
     match kind {
+        BackendKind::Resident => Err(crate::Error::InvalidArgument(
+            "`resident` serves experts from memory: it is not a streaming backend".into(),
+        )),
         BackendKind::Mmap => {
             let t = target(source, source.open()?, pool)?;
             Ok((Box::new(super::mmap::MmapBackend::new(t)?), notes))
