@@ -288,8 +288,12 @@ impl StageBars {
             if !p.item.is_empty() {
                 bar.set_message(p.item.to_string());
             }
-            bar.set_length(p.total);
-            bar.set_position(p.done);
+            if bar.length() != Some(p.total) {
+                bar.set_length(p.total);
+            }
+            if bar.position() != p.done {
+                bar.set_position(p.done);
+            }
         }
         if p.finished() {
             if let Some((_, bar)) = open.take() {
