@@ -130,3 +130,56 @@ impl<'a> Stage<'a> {
         self.send("");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records (stage, item, done, total) of every report.
+    fn recorder() -> (ProgressFn, Arc<Mutex<Vec<(String, String, u64, u64)>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let f = ProgressFn::new(move |p| {
+            sink.lock()
+                .unwrap()
+                .push((p.stage.to_string(), p.item.to_string(), p.done, p.total))
+        });
+        (f, log)
+    }
+
+    #[test]
+    fn a_stage_starts_at_zero_ends_at_its_total_and_finishes_once() {
+        let (f, log) = recorder();
+        let mut s = Stage::start(Some(&f), "writing", ProgressUnit::Bytes, 10);
+        s.item("a");
+        s.advance(4);
+        s.item("b");
+        s.advance(6);
+        s.item("c"); // past the total: no report before `finish`
+        s.finish();
+        let log = log.lock().unwrap();
+        let seen: Vec<(&str, u64)> = log.iter().map(|r| (r.1.as_str(), r.2)).collect();
+        assert_eq!(
+            seen,
+            [("", 0), ("a", 0), ("", 4), ("b", 4), ("", 10)],
+            "{log:?}"
+        );
+        assert_eq!(log.iter().filter(|r| r.2 >= r.3).count(), 1);
+    }
+
+    #[test]
+    fn a_total_learned_on_the_way_and_no_callback() {
+        let (f, log) = recorder();
+        let mut s = Stage::start(Some(&f), "baseline", ProgressUnit::Items, 1);
+        s.set(1, 3);
+        s.set(3, 3); // the end is `finish`'s to report
+        s.finish();
+        let totals: Vec<(u64, u64)> = log.lock().unwrap().iter().map(|r| (r.2, r.3)).collect();
+        assert_eq!(totals, [(0, 1), (1, 3), (3, 3)]);
+        // Without a callback, nothing is reported and nothing fails.
+        let mut s = Stage::start(None, "silent", ProgressUnit::Items, 2);
+        s.advance(1);
+        s.finish();
+    }
+}
