@@ -4,6 +4,8 @@
 //! in the operation's options and draws from the [`Progress`] reports it receives (the
 //! `edgemoe` command line draws terminal bars). Without one, the operation is silent.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -136,8 +138,10 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records (stage, item, done, total) of every report.
-    fn recorder() -> (ProgressFn, Arc<Mutex<Vec<(String, String, u64, u64)>>>) {
+    /// (stage, item, done, total) of every report.
+    type Log = Arc<Mutex<Vec<(String, String, u64, u64)>>>;
+
+    fn recorder() -> (ProgressFn, Log) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         let f = ProgressFn::new(move |p| {

@@ -1,4 +1,5 @@
 //! The `edgemoe` command line: generate text, convert models, inspect model files.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
