@@ -22,7 +22,7 @@ fn tmp(name: &str) -> PathBuf {
 fn ppl_of_file(input: &Path, table: &ExpertTypes, name: &str, ids: &[u32]) -> f64 {
     let out = tmp(name);
     let opts = ConvertOptions {
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     let report = convert_with_expert_types(input, &out, &opts, table).unwrap();
@@ -47,7 +47,7 @@ fn calibration_trials_match_converted_files() {
         tolerance: Tolerance::PplIncrease(0.01),
         sweep: vec![1.0],
         ctx: 64,
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     let cal = calibrate(&model, calib, heldout, &opts).unwrap();

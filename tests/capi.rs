@@ -213,7 +213,7 @@ fn low_precision_file() -> PathBuf {
     let opts = ConvertOptions {
         matrix_type: Some(GgmlType::F32),
         low_expert_type: Some(GgmlType::Q4_0),
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     convert(&fixture("mixtral").join("hf"), &out, &opts).unwrap();

@@ -20,7 +20,7 @@ fn opts(ty: GgmlType) -> ConvertOptions {
     ConvertOptions {
         matrix_type: Some(ty),
         expert_types: None,
-        progress: false,
+        progress: None,
         ..Default::default()
     }
 }
@@ -78,7 +78,7 @@ fn stock_and_packed_layouts_give_identical_logits() {
             &stock,
             &out,
             &ConvertOptions {
-                progress: false,
+                progress: None,
                 ..Default::default()
             },
         )
@@ -163,7 +163,7 @@ fn per_tensor_type_overrides() {
                     (ATTENTION_PATTERN.to_string(), GgmlType::Q8_0),
                     (EXPERT_PATTERN.to_string(), expert_ty),
                 ],
-                progress: false,
+                progress: None,
                 ..Default::default()
             };
             convert(&fixture(family).join("hf"), &out, &opts).unwrap();
@@ -202,7 +202,7 @@ fn per_tensor_type_overrides() {
     // A pattern that matches nothing is refused.
     let opts = ConvertOptions {
         overrides: vec![("blk.*.attn_qq*".to_string(), GgmlType::Q8_0)],
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     let out = tmp("override-typo.gguf");

@@ -42,7 +42,7 @@ fn q8_0_demo_model_is_close_to_f16() {
     let q8 = tmp("demo-q8_0.gguf");
     let opts = ConvertOptions {
         matrix_type: Some(GgmlType::Q8_0),
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     convert(&demo, &q8, &opts).unwrap();

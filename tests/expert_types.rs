@@ -37,7 +37,7 @@ fn per_expert_types_are_written_and_recorded() {
     };
     let out = tmp("mixed.gguf");
     let opts = ConvertOptions {
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     let report = convert_with_expert_types(&input, &out, &opts, &table).unwrap();

@@ -34,7 +34,7 @@ fn converted(low: Option<GgmlType>) -> PathBuf {
         let opts = ConvertOptions {
             matrix_type: Some(GgmlType::F32),
             low_expert_type: low,
-            progress: false,
+            progress: None,
             ..Default::default()
         };
         let report = convert(&fixture(FAMILY).join("hf"), &out, &opts).unwrap();
@@ -170,7 +170,7 @@ fn copies_are_stored_and_change_nothing_unless_asked_for() {
     // Converting a file with copies again keeps them only when asked to.
     let again = low.with_extension("again.gguf");
     let opts = ConvertOptions {
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     convert(&low, &again, &opts).unwrap();
@@ -253,7 +253,7 @@ fn bad_options_are_typed_errors() {
     let out = std::env::temp_dir().join(format!("edgemoe-lowprec-bad-{}.gguf", std::process::id()));
     let opts = ConvertOptions {
         low_expert_type: Some(GgmlType::Q2K),
-        progress: false,
+        progress: None,
         ..Default::default()
     };
     assert!(matches!(

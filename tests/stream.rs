@@ -32,7 +32,7 @@ fn packed(family: &str) -> PathBuf {
         let opts = ConvertOptions {
             matrix_type: Some(GgmlType::F32),
             expert_types: None,
-            progress: false,
+            progress: None,
             ..Default::default()
         };
         convert(&fixture(family).join("hf"), &out, &opts).unwrap();

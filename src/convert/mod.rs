@@ -12,11 +12,13 @@ pub mod calibrate;
 pub mod expert_types;
 mod from_gguf;
 mod from_hf;
+mod progress;
 pub mod random;
 
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use progress::Stage;
+pub use progress::{Progress, ProgressFn, ProgressUnit};
 
 use crate::engine::config::FORMAT_VERSION;
 use crate::engine::ModelConfig;
@@ -28,7 +30,7 @@ use crate::{Error, Result};
 pub const ALIGNMENT: u32 = 4096;
 
 /// What `convert` writes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ConvertOptions {
     /// Type of matrices (attention, embeddings, experts). Norms, biases and routers stay f32.
     /// `None` keeps the source's type when converting a GGUF and means f16 for checkpoints.
@@ -45,20 +47,9 @@ pub struct ConvertOptions {
     /// the copies lower precision on a miss reads. Encoded from the source values, not from
     /// the first copy. Every expert row must be a whole number of its blocks.
     pub low_expert_type: Option<GgmlType>,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
-}
-
-impl Default for ConvertOptions {
-    fn default() -> Self {
-        ConvertOptions {
-            matrix_type: None,
-            expert_types: None,
-            overrides: Vec::new(),
-            low_expert_type: None,
-            progress: true,
-        }
-    }
+    /// Receives progress reports (stage `writing tensors`, in bytes, the tensor in hand as the
+    /// item). `None` (the default): silent.
+    pub progress: Option<ProgressFn>,
 }
 
 /// What a conversion wrote.
@@ -346,21 +337,16 @@ fn write(
             None => low_expert_bytes += size,
         }
     }
-    let bar = if opts.progress {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{msg:>24} [{bar:40}] {bytes}/{total_bytes} ({eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let mut stage = Stage::start(
+        opts.progress.as_ref(),
+        "writing tensors",
+        ProgressUnit::Bytes,
+        total,
+    );
     let n_tensors = specs.len();
     let mut writer = GgufWriter::create(output, &meta, specs.clone())?;
     for ((p, spec), ty) in plan.iter().zip(&specs).zip(types) {
-        bar.set_message(p.name.clone());
+        stage.item(&p.name);
         let bytes = match (p.produce)()? {
             Payload::Raw(raw) if ty == p.source_type => raw,
             Payload::Raw(raw) => {
@@ -372,11 +358,11 @@ fn write(
             Payload::F32(values) => encode_rows(ty, &values, spec.dims[0] as usize)?,
         };
         writer.write_tensor(&bytes)?;
-        bar.inc(bytes.len() as u64);
+        stage.advance(bytes.len() as u64);
     }
     for (&(i, ty), spec) in low_copies.iter().zip(&specs[plan.len()..]) {
         let p = &plan[i];
-        bar.set_message(spec.name.clone());
+        stage.item(&spec.name);
         let row = spec.dims[0] as usize;
         let bytes = match (p.produce)()? {
             Payload::Raw(raw) if ty == p.source_type => raw,
@@ -389,10 +375,10 @@ fn write(
             Payload::F32(values) => encode_rows(ty, &values, row)?,
         };
         writer.write_tensor(&bytes)?;
-        bar.inc(bytes.len() as u64);
+        stage.advance(bytes.len() as u64);
     }
     writer.finish()?;
-    bar.finish_and_clear();
+    stage.finish();
     Ok(ConvertReport {
         config: config.clone(),
         tensors: n_tensors,

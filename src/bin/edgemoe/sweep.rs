@@ -103,35 +103,110 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
     let ctx = plan.n_gen + 1;
     let pf = preflight(&plan.model, u64::MAX / 4, Some(ctx))?;
     let fixed = pf.resident + pf.kv_cache + pf.scratch;
+    let mut limits = Limits::measure(plan, ctx)?;
+    let mut runs = Vec::new();
+    for &backend in &plan.backends {
+        for &predictor in &plan.predictors {
+            let prediction = PredictionOptions {
+                predictor,
+                ..plan.prediction
+            };
+            for &pct in &plan.percents {
+                let budget = fixed + (pf.max_pool as f64 * pct / 100.0) as u64;
+                if !runs.is_empty() {
+                    let ms = limits.resident_pass()?;
+                    limits.resident_passes.push(ms);
+                }
+                if let Some(run) = limits.run(backend, prediction, pct, budget)? {
+                    eprintln!("{}", row(&run));
+                    runs.push(run);
+                }
+            }
+        }
+    }
+    let report = Report {
+        model: plan.model.display().to_string(),
+        threads: plan.threads,
+        kernel: limits.kernel,
+        policy: format!("{:?}", plan.policy).to_lowercase(),
+        fill_ahead: plan.fill_ahead,
+        budget_aware_preloads: plan.budget_aware_preloads,
+        expert_bytes: pf.expert_bytes,
+        resident_ms_per_token: mean(&limits.resident_passes),
+        raw_read_bandwidth: mean(&limits.raw_passes),
+        raw_read_passes: limits.raw_passes,
+        runs,
+    };
+    write_outputs(&plan.out, &report)
+}
 
-    // The limits: compute with every expert in memory (warm), and raw storage bandwidth. Both
-    // are measured again next to every run: on a shared or virtual machine either moves by up to
-    // 2x within minutes (CPU steal, the disk's own caching).
-    let resident_pass = || -> edgemoe::Result<f64> {
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// The limits: compute with every expert in memory (warm), and raw storage bandwidth. Both
+/// are measured again next to every run: on a shared or virtual machine either moves by up to
+/// 2x within minutes (CPU steal, the disk's own caching).
+struct Limits<'a> {
+    plan: &'a SweepPlan,
+    ctx: usize,
+    kernel: String,
+    source: Source,
+    /// Byte range of the experts in the file.
+    region: (u64, u64),
+    /// Resident decode time per token, ms: one before the first run, then before each later one.
+    resident_passes: Vec<f64>,
+    /// Raw read bandwidth, bytes per second: one before the first run and one after each run.
+    raw_passes: Vec<f64>,
+}
+
+impl<'a> Limits<'a> {
+    /// The first pass of each limit.
+    fn measure(plan: &'a SweepPlan, ctx: usize) -> edgemoe::Result<Self> {
+        let mut limits = Limits {
+            plan,
+            ctx,
+            kernel: String::new(),
+            source: Source::path(&plan.model),
+            region: (0, 0),
+            resident_passes: Vec::new(),
+            raw_passes: Vec::new(),
+        };
+        limits.resident_passes.push(limits.resident_pass()?);
+        limits.kernel = edgemoe::quant::kernel_name().to_string();
+        limits.region = expert_region(&plan.model)?;
+        limits.source.drop_page_cache();
+        limits.raw_passes.push(limits.raw_pass()?);
+        eprintln!("resident compute {:.2} ms/token", limits.resident_passes[0]);
+        Ok(limits)
+    }
+
+    /// Decode time per token with every expert resident, ms.
+    fn resident_pass(&self) -> edgemoe::Result<f64> {
+        let plan = self.plan;
         let resident = Arc::new(Model::load_with(
             &plan.model,
             LoadOptions {
                 backend: Backend::Resident,
                 threads: plan.threads,
-                context_length: Some(ctx),
+                context_length: Some(self.ctx),
                 ..Default::default()
             },
         )?);
         decode(&resident, plan.n_gen.min(16))?; // page the mapped weights in
         Ok(decode(&resident, plan.n_gen)? * 1e3 / plan.n_gen as f64)
-    };
-    let mut resident_passes = vec![resident_pass()?];
-    let kernel = edgemoe::quant::kernel_name().to_string();
+    }
 
-    let source = Source::path(&plan.model);
-    let (start, end) = expert_region(&plan.model)?;
-    source.drop_page_cache();
-    // The disk's speed drifts (a virtual disk by up to 2x within minutes), so a raw pass runs
-    // before the first run and after every run; each run is held to the mean of the two passes
-    // around it. At least 256 MiB a pass: the demo's 7.5 MiB read once take ~12 ms.
-    let raw_pass = || -> edgemoe::Result<f64> {
-        source.drop_page_cache();
-        let raw = rawread::sequential_read(&source, start, end - start, 4 << 20, 16, 256 << 20)?;
+    /// Raw sequential uncached read bandwidth of the expert region, bytes per second.
+    ///
+    /// The disk's speed drifts (a virtual disk by up to 2x within minutes), so a raw pass runs
+    /// before the first run and after every run; each run is held to the mean of the two passes
+    /// around it. At least 256 MiB a pass: the demo's 7.5 MiB read once take ~12 ms.
+    fn raw_pass(&self) -> edgemoe::Result<f64> {
+        let (start, end) = self.region;
+        self.source.drop_page_cache();
+        let raw =
+            rawread::sequential_read(&self.source, start, end - start, 4 << 20, 16, 256 << 20)?;
         eprintln!(
             "raw sequential uncached read ({} KiB reads, 16 in flight): {:.0} MiB/s ({} MiB in {} passes){}",
             raw.chunk >> 10,
@@ -144,111 +219,103 @@ pub fn run(plan: &SweepPlan) -> edgemoe::Result<()> {
                 .unwrap_or_default()
         );
         Ok(raw.bandwidth())
-    };
-    let mut raw_passes = vec![raw_pass()?];
-    eprintln!("resident compute {:.2} ms/token", resident_passes[0]);
+    }
 
-    let mut runs = Vec::new();
-    for &backend in &plan.backends {
-        for &predictor in &plan.predictors {
-            let prediction = PredictionOptions {
-                predictor,
-                ..plan.prediction
-            };
-            for &pct in &plan.percents {
-                let budget = fixed + (pf.max_pool as f64 * pct / 100.0) as u64;
-                if !runs.is_empty() {
-                    resident_passes.push(resident_pass()?);
-                }
-                let resident_ms = resident_passes[resident_passes.len() - 1];
-                source.drop_page_cache();
-                let model = match Model::load_with(
-                    &plan.model,
-                    LoadOptions {
-                        memory_budget: Some(budget),
-                        backend,
-                        threads: plan.threads,
-                        context_length: Some(ctx),
-                        policy: plan.policy,
-                        prediction,
-                        fill_ahead: plan.fill_ahead,
-                        budget_aware_preloads: plan.budget_aware_preloads,
-                        ..Default::default()
-                    },
-                ) {
-                    Ok(m) => Arc::new(m),
-                    Err(edgemoe::Error::BudgetTooSmall { .. }) => {
-                        eprintln!("{pct}%: below the minimum budget, skipped");
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let st = model
-                    .streamed()
-                    .cloned()
-                    .ok_or_else(|| edgemoe::Error::InvalidArgument("not streamed".into()))?;
-                st.reset_stats();
-                let secs = decode(&model, plan.n_gen)?;
-                let s = st.stats();
-                drop(model);
-                let raw_before = *raw_passes.last().unwrap_or(&0.0);
-                raw_passes.push(raw_pass()?);
-                let raw_bw = (raw_before + raw_passes[raw_passes.len() - 1]) / 2.0;
-                let n = plan.n_gen as f64;
-                let mean_read = s.bytes_read as f64 / s.reads.max(1) as f64;
-                let needed = (s.misses + s.preload_hits) as f64 * mean_read / n;
-                let ms = secs * 1e3 / n;
-                let read_ms = needed / raw_bw * 1e3;
-                let ideal = resident_ms.max(read_ms);
-                let serial = resident_ms + read_ms;
-                let run = Run {
-                    backend: st.backend_name().to_string(),
-                    predictor: predictor.name().to_string(),
-                    percent: pct,
-                    budget,
-                    pool: st.pool_bytes(),
-                    tokens: plan.n_gen,
-                    tokens_per_second: n / secs,
-                    ms_per_token: ms,
-                    hit_rate: s.hit_rate(),
-                    served_rate: (s.hits + s.preload_hits) as f64 / s.gets.max(1) as f64,
-                    hits: s.hits,
-                    preload_hits: s.preload_hits,
-                    misses: s.misses,
-                    preloads: s.preloads,
-                    wasted_preloads: s.wasted_preloads,
-                    fill_reads: s.fill_reads,
-                    dropped_preloads: s.dropped_preloads,
-                    bytes_read_per_token: s.bytes_read as f64 / n,
-                    needed_bytes_per_token: needed,
-                    read_bandwidth: s.read_bandwidth(),
-                    io_wait_ms_per_token: s.io_wait.as_secs_f64() * 1e3 / n,
-                    ideal_ms_per_token: ideal,
-                    vs_ideal: ms / ideal,
-                    serial_ms_per_token: serial,
-                    hidden_share: hidden_share(resident_ms, read_ms, ms),
-                    raw_read_bandwidth: raw_bw,
-                    resident_ms_per_token: resident_ms,
-                };
-                eprintln!("{}", row(&run));
-                runs.push(run);
+    /// The model streamed under `budget` from a cold page cache; `None` (with a note) when
+    /// the budget is below the minimum.
+    fn load(
+        &self,
+        backend: Backend,
+        prediction: PredictionOptions,
+        pct: f64,
+        budget: u64,
+    ) -> edgemoe::Result<Option<Arc<Model>>> {
+        let plan = self.plan;
+        self.source.drop_page_cache();
+        match Model::load_with(
+            &plan.model,
+            LoadOptions {
+                memory_budget: Some(budget),
+                backend,
+                threads: plan.threads,
+                context_length: Some(self.ctx),
+                policy: plan.policy,
+                prediction,
+                fill_ahead: plan.fill_ahead,
+                budget_aware_preloads: plan.budget_aware_preloads,
+                ..Default::default()
+            },
+        ) {
+            Ok(m) => Ok(Some(Arc::new(m))),
+            Err(edgemoe::Error::BudgetTooSmall { .. }) => {
+                eprintln!("{pct}%: below the minimum budget, skipped");
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
     }
-    let report = Report {
-        model: plan.model.display().to_string(),
-        threads: plan.threads,
-        kernel,
-        policy: format!("{:?}", plan.policy).to_lowercase(),
-        fill_ahead: plan.fill_ahead,
-        budget_aware_preloads: plan.budget_aware_preloads,
-        expert_bytes: pf.expert_bytes,
-        resident_ms_per_token: resident_passes.iter().sum::<f64>() / resident_passes.len() as f64,
-        raw_read_bandwidth: raw_passes.iter().sum::<f64>() / raw_passes.len() as f64,
-        raw_read_passes: raw_passes,
-        runs,
-    };
-    write_outputs(&plan.out, &report)
+
+    /// One run: decodes `plan.n_gen` tokens under `budget`, then a raw pass.
+    fn run(
+        &mut self,
+        backend: Backend,
+        prediction: PredictionOptions,
+        pct: f64,
+        budget: u64,
+    ) -> edgemoe::Result<Option<Run>> {
+        let resident_ms = self.resident_passes[self.resident_passes.len() - 1];
+        let Some(model) = self.load(backend, prediction, pct, budget)? else {
+            return Ok(None);
+        };
+        let st = model
+            .streamed()
+            .cloned()
+            .ok_or_else(|| edgemoe::Error::InvalidArgument("not streamed".into()))?;
+        st.reset_stats();
+        let secs = decode(&model, self.plan.n_gen)?;
+        let s = st.stats();
+        drop(model);
+        let raw_before = *self.raw_passes.last().unwrap_or(&0.0);
+        let raw_after = self.raw_pass()?;
+        self.raw_passes.push(raw_after);
+        let raw_bw = (raw_before + raw_after) / 2.0;
+        let n = self.plan.n_gen as f64;
+        let mean_read = s.bytes_read as f64 / s.reads.max(1) as f64;
+        let needed = (s.misses + s.preload_hits) as f64 * mean_read / n;
+        let ms = secs * 1e3 / n;
+        let read_ms = needed / raw_bw * 1e3;
+        let ideal = resident_ms.max(read_ms);
+        let serial = resident_ms + read_ms;
+        Ok(Some(Run {
+            backend: st.backend_name().to_string(),
+            predictor: prediction.predictor.name().to_string(),
+            percent: pct,
+            budget,
+            pool: st.pool_bytes(),
+            tokens: self.plan.n_gen,
+            tokens_per_second: n / secs,
+            ms_per_token: ms,
+            hit_rate: s.hit_rate(),
+            served_rate: (s.hits + s.preload_hits) as f64 / s.gets.max(1) as f64,
+            hits: s.hits,
+            preload_hits: s.preload_hits,
+            misses: s.misses,
+            preloads: s.preloads,
+            wasted_preloads: s.wasted_preloads,
+            fill_reads: s.fill_reads,
+            dropped_preloads: s.dropped_preloads,
+            bytes_read_per_token: s.bytes_read as f64 / n,
+            needed_bytes_per_token: needed,
+            read_bandwidth: s.read_bandwidth(),
+            io_wait_ms_per_token: s.io_wait.as_secs_f64() * 1e3 / n,
+            ideal_ms_per_token: ideal,
+            vs_ideal: ms / ideal,
+            serial_ms_per_token: serial,
+            hidden_share: hidden_share(resident_ms, read_ms, ms),
+            raw_read_bandwidth: raw_bw,
+            resident_ms_per_token: resident_ms,
+        }))
+    }
 }
 
 /// (serial - actual) / the shorter of compute and reads; 1 when there is nothing to hide.

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use super::expert_types::ExpertTypes;
+use super::progress::Stage;
+use super::{ProgressFn, ProgressUnit};
 use crate::engine::divergence::{Divergence, ReferenceDistributions};
 use crate::engine::{Model, Routing, RoutingObserver, Session};
 use crate::tensor::GgmlType;
@@ -90,7 +92,9 @@ pub struct CalibrateOptions {
     /// just inside the tolerance there and just outside on other text; a margin of one or two
     /// standard errors of the paired per-token NLL change (or of the KL) absorbs that.
     pub margin: f64,
-    pub progress: bool,
+    /// Receives progress reports, one stage per step (encoding experts, baselines,
+    /// sensitivity, uniform types, search), counted in items. `None` (the default): silent.
+    pub progress: Option<ProgressFn>,
 }
 
 impl Default for CalibrateOptions {
@@ -103,7 +107,7 @@ impl Default for CalibrateOptions {
             objective: Objective::Bytes,
             ctx: 256,
             margin: 0.0,
-            progress: true,
+            progress: None,
         }
     }
 }
@@ -286,19 +290,14 @@ fn applicable_types(
     Ok((types, notes))
 }
 
-fn bar(show: bool, len: usize, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(len as u64);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{what:>28} [{{bar:40}}] {{pos}}/{{len}} ({{eta}})"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    b
+/// Starts reporting stage `what` of `len` items.
+fn stage<'a>(opts: &'a CalibrateOptions, len: usize, what: &'a str) -> Stage<'a> {
+    Stage::start(
+        opts.progress.as_ref(),
+        what,
+        ProgressUnit::Items,
+        len as u64,
+    )
 }
 
 /// Evaluates assignments on the held-out text against the baseline.
@@ -381,24 +380,23 @@ pub fn calibrate(
     let ctx = opts.ctx;
     let (types, notes) = applicable_types(model, opts)?;
     let n = c.n_layers * c.n_experts;
-    let b = bar(opts.progress, n, "encoding experts");
-    let variants = Arc::new(ExpertVariants::build(model, &types, &mut |d, _| {
-        b.set_position(d as u64)
+    let mut b = stage(opts, n, "encoding experts");
+    let variants = Arc::new(ExpertVariants::build(model, &types, &mut |d, t| {
+        b.set(d as u64, t as u64)
     })?);
-    b.finish_and_clear();
+    b.finish();
     let trial = TrialExperts::new(variants.clone());
     let trial_model = trial.model(model)?;
     let frequency = routing_frequency(&trial_model, calibration, ctx)?;
 
     // Sensitivity: each expert alone at each cheaper type.
-    let b = bar(opts.progress, 1, "baseline on calibration text");
+    let mut b = stage(opts, 1, "baseline on calibration text");
     let calib_ref =
         ReferenceDistributions::compute(&trial_model, calibration, ctx, ctx, &mut |d, t| {
-            b.set_length(t as u64);
-            b.set_position(d as u64)
+            b.set(d as u64, t as u64)
         })?;
-    b.finish_and_clear();
-    let b = bar(opts.progress, n * (types.len() - 1), "expert sensitivity");
+    b.finish();
+    let mut b = stage(opts, n * (types.len() - 1), "expert sensitivity");
     let mut sensitivity = vec![vec![0f64; types.len()]; n];
     let mut assignment = vec![0usize; n];
     for (e, s) in sensitivity.iter_mut().enumerate() {
@@ -406,11 +404,11 @@ pub fn calibrate(
             assignment[e] = t;
             trial.set(&assignment)?;
             *st = calib_ref.compare(&trial_model, &mut |_, _| {})?.kl;
-            b.inc(1);
+            b.advance(1);
         }
         assignment[e] = 0;
     }
-    b.finish_and_clear();
+    b.finish();
     let cheapest = types.len() - 1;
     let measured: Vec<f64> = sensitivity.iter().map(|s| s[cheapest]).collect();
     let proxy: Vec<f64> = (0..n)
@@ -431,14 +429,13 @@ pub fn calibrate(
         })
         .collect();
     let moves = search::greedy_order(&gain, &sensitivity);
-    let b = bar(opts.progress, 1, "baseline on held-out text");
+    let mut b = stage(opts, 1, "baseline on held-out text");
     trial.set(&vec![0; n])?;
     let heldout_ref =
         ReferenceDistributions::compute(&trial_model, heldout, ctx, ctx, &mut |d, t| {
-            b.set_length(t as u64);
-            b.set_position(d as u64)
+            b.set(d as u64, t as u64)
         })?;
-    b.finish_and_clear();
+    b.finish();
     let held = HeldOut {
         trial: &trial,
         model: &trial_model,
@@ -447,13 +444,13 @@ pub fn calibrate(
         frequency: &frequency,
     };
     let baseline = held.measure(format!("uniform {}", types[0]), &vec![0; n])?;
-    let b = bar(opts.progress, types.len() - 1, "uniform types");
+    let mut b = stage(opts, types.len() - 1, "uniform types");
     let mut uniform = vec![baseline.clone()];
     for (t, ty) in types.iter().enumerate().skip(1) {
         uniform.push(held.measure(format!("uniform {ty}"), &vec![t; n])?);
-        b.inc(1);
+        b.advance(1);
     }
-    b.finish_and_clear();
+    b.finish();
 
     let mut memo: BTreeMap<usize, Point> = BTreeMap::new();
     memo.insert(0, baseline.clone());
@@ -473,7 +470,7 @@ pub fn calibrate(
         heldout.len(),
         types[0]
     );
-    let b = bar(opts.progress, tolerances.len(), "search (held-out checks)");
+    let mut b = stage(opts, tolerances.len(), "search (held-out checks)");
     let mut adapted = Vec::new();
     let mut adapted_types = Vec::new();
     let mut kl_matched = Vec::new();
@@ -489,7 +486,7 @@ pub fn calibrate(
             Ok(within(tol, &memo[&k], &baseline, margin))
         })?;
         let mut p = memo[&k].clone();
-        b.inc(1);
+        b.advance(1);
         if i >= n_requested {
             let u = &uniform[i - n_requested + 1];
             p.label = format!("adapted, KL <= {}", u.label);
@@ -503,7 +500,7 @@ pub fn calibrate(
         adapted_types.push(to_table(&variants, &a, tol.to_string(), calib_note.clone()));
         adapted.push(p);
     }
-    b.finish_and_clear();
+    b.finish();
     let mut experts = Vec::with_capacity(n);
     for e in 0..n {
         experts.push(ExpertFigures {
