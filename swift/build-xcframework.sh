@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 targets=(aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios aarch64-apple-darwin x86_64-apple-darwin)
 for t in "${targets[@]}"; do
     rustup target add "$t"
-    cargo build --release --lib --target "$t"
+    cargo build --release --lib --no-default-features --target "$t"
 done
 out=swift/build
 rm -rf "$out" swift/EdgeMoE.xcframework
