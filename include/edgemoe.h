@@ -278,6 +278,80 @@ typedef struct emoe_model_info {
 } emoe_model_info;
 
 /**
+ * How to sample. Initialise with `emoe_sampling_params_default` (greedy).
+ */
+typedef struct emoe_sampling_params {
+  uint32_t struct_size;
+  /**
+   * 0 means greedy.
+   */
+  float temperature;
+  /**
+   * 0 turns top-k off.
+   */
+  uint32_t top_k;
+  /**
+   * 1 turns top-p off.
+   */
+  float top_p;
+  /**
+   * 0 turns min-p off.
+   */
+  float min_p;
+  /**
+   * 1 turns the repetition penalty off.
+   */
+  float repeat_penalty;
+  /**
+   * How many recent tokens the repetition penalty looks at.
+   */
+  uint32_t repeat_last_n;
+  uint64_t seed;
+} emoe_sampling_params;
+
+/**
+ * What `emoe_session_generate` does. Initialise with `emoe_generate_params_default`.
+ */
+typedef struct emoe_generate_params {
+  uint32_t struct_size;
+  /**
+   * Most new tokens.
+   */
+  uint32_t max_tokens;
+  /**
+   * Add the model's BOS token before the prompt when it uses one.
+   */
+  bool add_bos;
+  struct emoe_sampling_params sampling;
+  /**
+   * `n_stop` NUL-terminated UTF-8 stop strings (may be NULL when `n_stop` is 0).
+   */
+  const char *const *stop;
+  size_t n_stop;
+} emoe_generate_params;
+
+/**
+ * Receives generated text, always whole UTF-8 characters (not NUL-terminated); return false
+ * to stop generating. Called on the thread that called `emoe_session_generate`.
+ */
+typedef bool (*emoe_piece_callback)(void *user_data, const char *piece, size_t len);
+
+/**
+ * Figures of one `emoe_session_generate` call.
+ */
+typedef struct emoe_generate_stats {
+  uint32_t struct_size;
+  uint32_t prompt_tokens;
+  uint32_t generated_tokens;
+  double prompt_seconds;
+  double decode_seconds;
+  /**
+   * 0 end of sequence, 1 max tokens, 2 stop string, 3 context full, 4 callback asked to stop.
+   */
+  uint32_t stop_reason;
+} emoe_generate_stats;
+
+/**
  * What a model file needs, from its header alone (no weights are read).
  */
 typedef struct emoe_preflight {
@@ -390,80 +464,6 @@ typedef struct emoe_stats {
   double io_busy_seconds;
 } emoe_stats;
 
-/**
- * How to sample. Initialise with `emoe_sampling_params_default` (greedy).
- */
-typedef struct emoe_sampling_params {
-  uint32_t struct_size;
-  /**
-   * 0 means greedy.
-   */
-  float temperature;
-  /**
-   * 0 turns top-k off.
-   */
-  uint32_t top_k;
-  /**
-   * 1 turns top-p off.
-   */
-  float top_p;
-  /**
-   * 0 turns min-p off.
-   */
-  float min_p;
-  /**
-   * 1 turns the repetition penalty off.
-   */
-  float repeat_penalty;
-  /**
-   * How many recent tokens the repetition penalty looks at.
-   */
-  uint32_t repeat_last_n;
-  uint64_t seed;
-} emoe_sampling_params;
-
-/**
- * What `emoe_session_generate` does. Initialise with `emoe_generate_params_default`.
- */
-typedef struct emoe_generate_params {
-  uint32_t struct_size;
-  /**
-   * Most new tokens.
-   */
-  uint32_t max_tokens;
-  /**
-   * Add the model's BOS token before the prompt when it uses one.
-   */
-  bool add_bos;
-  struct emoe_sampling_params sampling;
-  /**
-   * `n_stop` NUL-terminated UTF-8 stop strings (may be NULL when `n_stop` is 0).
-   */
-  const char *const *stop;
-  size_t n_stop;
-} emoe_generate_params;
-
-/**
- * Receives generated text, always whole UTF-8 characters (not NUL-terminated); return false
- * to stop generating. Called on the thread that called `emoe_session_generate`.
- */
-typedef bool (*emoe_piece_callback)(void *user_data, const char *piece, size_t len);
-
-/**
- * Figures of one `emoe_session_generate` call.
- */
-typedef struct emoe_generate_stats {
-  uint32_t struct_size;
-  uint32_t prompt_tokens;
-  uint32_t generated_tokens;
-  double prompt_seconds;
-  double decode_seconds;
-  /**
-   * 0 end of sequence, 1 max tokens, 2 stop string, 3 context full, 4 callback asked to stop.
-   */
-  uint32_t stop_reason;
-} emoe_generate_stats;
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -532,26 +532,6 @@ const char *emoe_model_last_error(const struct emoe_model *model);
 enum emoe_status emoe_model_get_info(const struct emoe_model *model, struct emoe_model_info *out);
 
 /**
- * Tokenizes `len` bytes of UTF-8 `text`. Writes up to `capacity` ids to `tokens` and the
- * number of ids to `*n_tokens`; when `capacity` is too small, writes the needed count to
- * `*n_tokens` and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
- *
- * # Safety
- * Pointers must be NULL or valid for the given lengths.
- */
-enum emoe_status emoe_tokenize(const struct emoe_model *model, const char *text, size_t len, bool add_bos, int32_t *tokens, size_t capacity, size_t *n_tokens);
-
-/**
- * Writes the bytes token `token` stands for (not NUL-terminated; may be part of a UTF-8
- * character) to `buf` and their count to `*len`. When `capacity` is too small, writes the
- * needed count and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
- *
- * # Safety
- * Pointers must be NULL or valid for the given lengths.
- */
-enum emoe_status emoe_token_to_piece(const struct emoe_model *model, int32_t token, char *buf, size_t capacity, size_t *len);
-
-/**
  * Changes the memory budget of a model loaded with one (an app's memory-pressure callback).
  * Lowering evicts cached experts down to the new pool size before returning. A budget below
  * the minimum gives `EMOE_STATUS_BUDGET_TOO_SMALL` and leaves the model as it was.
@@ -560,27 +540,6 @@ enum emoe_status emoe_token_to_piece(const struct emoe_model *model, int32_t tok
  * `model` must be NULL or a live handle.
  */
 enum emoe_status emoe_model_set_memory_budget(const struct emoe_model *model, uint64_t memory_budget);
-
-/**
- * Tells, before loading, how much memory the model at `path` needs for `context_length`
- * tokens (0: the model's context, at most 2048), and the pool `memory_budget` would give.
- *
- * Versioned by size like `emoe_stats`: set `out->struct_size` to `sizeof(emoe_preflight)`.
- *
- * # Safety
- * `path` must be NULL or NUL-terminated; `out` NULL or writable for `out->struct_size` bytes.
- */
-enum emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, uint32_t context_length, struct emoe_preflight *out);
-
-/**
- * Writes the model's expert-streaming figures to `*out`, whose `struct_size` the caller sets
- * (see `emoe_stats`). A NULL `out` or a `struct_size` below 4 or above 65536 gives
- * `EMOE_STATUS_INVALID_ARGUMENT`.
- *
- * # Safety
- * `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
- */
-enum emoe_status emoe_model_stats(const struct emoe_model *model, struct emoe_stats *out);
 
 /**
  * Writes the defaults (and `struct_size`) into `*out`.
@@ -697,6 +656,47 @@ enum emoe_status emoe_session_sample(struct emoe_session *session, const struct 
  * `user_data`.
  */
 enum emoe_status emoe_session_generate(struct emoe_session *session, const char *prompt, size_t prompt_len, const struct emoe_generate_params *params, emoe_piece_callback callback, void *user_data, struct emoe_generate_stats *stats);
+
+/**
+ * Tells, before loading, how much memory the model at `path` needs for `context_length`
+ * tokens (0: the model's context, at most 2048), and the pool `memory_budget` would give.
+ *
+ * Versioned by size like `emoe_stats`: set `out->struct_size` to `sizeof(emoe_preflight)`.
+ *
+ * # Safety
+ * `path` must be NULL or NUL-terminated; `out` NULL or writable for `out->struct_size` bytes.
+ */
+enum emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, uint32_t context_length, struct emoe_preflight *out);
+
+/**
+ * Writes the model's expert-streaming figures to `*out`, whose `struct_size` the caller sets
+ * (see `emoe_stats`). A NULL `out` or a `struct_size` below 4 or above 65536 gives
+ * `EMOE_STATUS_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
+ */
+enum emoe_status emoe_model_stats(const struct emoe_model *model, struct emoe_stats *out);
+
+/**
+ * Tokenizes `len` bytes of UTF-8 `text`. Writes up to `capacity` ids to `tokens` and the
+ * number of ids to `*n_tokens`; when `capacity` is too small, writes the needed count to
+ * `*n_tokens` and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * Pointers must be NULL or valid for the given lengths.
+ */
+enum emoe_status emoe_tokenize(const struct emoe_model *model, const char *text, size_t len, bool add_bos, int32_t *tokens, size_t capacity, size_t *n_tokens);
+
+/**
+ * Writes the bytes token `token` stands for (not NUL-terminated; may be part of a UTF-8
+ * character) to `buf` and their count to `*len`. When `capacity` is too small, writes the
+ * needed count and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * Pointers must be NULL or valid for the given lengths.
+ */
+enum emoe_status emoe_token_to_piece(const struct emoe_model *model, int32_t token, char *buf, size_t capacity, size_t *len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -10,6 +10,8 @@
 mod model;
 mod params;
 mod session;
+mod stats;
+mod vocab;
 
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,6 +21,8 @@ use parking_lot::Mutex;
 pub use model::*;
 pub use params::*;
 pub use session::*;
+pub use stats::*;
+pub use vocab::*;
 
 use crate::Error;
 

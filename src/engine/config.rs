@@ -127,7 +127,9 @@ impl ModelConfig {
             n_layers: m.count("block_count", MAX_COUNT)?,
             hidden,
             n_heads,
-            n_kv_heads: m.opt_u64("attention.head_count_kv").unwrap_or(n_heads as u64) as usize,
+            n_kv_heads: m
+                .opt_u64("attention.head_count_kv")
+                .unwrap_or(n_heads as u64) as usize,
             head_dim: match m.opt_u64("attention.key_length") {
                 Some(d) => d.min(MAX_COUNT) as usize,
                 None => hidden / n_heads.max(1),
@@ -137,7 +139,9 @@ impl ModelConfig {
             n_experts_used: m.count("expert_used_count", MAX_COUNT)?,
             expert_ffn,
             shared_ffn,
-            norm_eps: m.opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-6) as f32,
+            norm_eps: m
+                .opt_f64("attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-6) as f32,
             rope_theta: m.opt_f64("rope.freq_base").unwrap_or(10000.0) as f32,
             norm_topk: h
                 .get("edgemoe.expert_weights_norm")

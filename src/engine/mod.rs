@@ -1,5 +1,7 @@
 //! The inference engine: model loading, the forward pass, sessions.
 
+#![forbid(unsafe_code)]
+
 pub mod arch;
 pub mod blocks;
 pub mod budget;

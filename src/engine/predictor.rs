@@ -374,51 +374,61 @@ impl ExpertStats {
                 }
                 let name = format!("layer.{l}.ctx{order}");
                 let flat = u32s(&name)?;
-                let width = order * k;
-                let mut at = 0usize;
-                let take = |at: &mut usize, n: usize| -> Result<&[u32]> {
-                    let end = at
-                        .checked_add(n)
-                        .filter(|&e| e <= flat.len())
-                        .ok_or_else(|| bad(format!("`{name}` ends inside a record")))?;
-                    let s = &flat[*at..end];
-                    *at = end;
-                    Ok(s)
-                };
-                let map = &mut t.ctx[l][order - 1];
-                while at < flat.len() {
-                    let head = take(&mut at, 2)?;
-                    let (n, m) = (head[0], head[1] as usize);
-                    if m > n_experts {
-                        return Err(bad(format!("`{name}`: a record of {m} experts")));
-                    }
-                    let key = take(&mut at, width)?.to_vec();
-                    if key.iter().any(|&e| e as usize >= n_experts) {
-                        return Err(bad(format!("`{name}`: key {key:?} names no expert")));
-                    }
-                    let pairs = take(&mut at, 2 * m)?;
-                    let mut row = Row {
-                        tokens: n,
-                        counts: Vec::with_capacity(m),
-                    };
-                    for p in pairs.chunks_exact(2) {
-                        if p[0] as usize >= n_experts
-                            || row.counts.last().is_some_and(|&(e, _)| e >= p[0])
-                        {
-                            return Err(bad(format!(
-                                "`{name}`: expert ids must be ascending and below {n_experts}"
-                            )));
-                        }
-                        row.counts.push((p[0], p[1]));
-                    }
-                    if map.insert(key, row).is_some() {
-                        return Err(bad(format!("`{name}`: a key appears twice")));
-                    }
-                }
+                t.ctx[l][order - 1] = parse_ctx(&flat, order * k, n_experts)
+                    .map_err(|why| bad(format!("`{name}`: {why}")))?;
             }
         }
         Ok(Some(t))
     }
+}
+
+/// One layer's context table from its flat records (`tokens, m, key[width], (expert, count)
+/// * m`, each expert id below `n_experts` and ascending); the error says what is malformed.
+fn parse_ctx(
+    flat: &[u32],
+    width: usize,
+    n_experts: usize,
+) -> std::result::Result<BTreeMap<Vec<u32>, Row>, String> {
+    let mut map = BTreeMap::new();
+    let mut rest = flat;
+    let mut take = |n: usize| -> std::result::Result<&[u32], String> {
+        if n > rest.len() {
+            return Err("ends inside a record".into());
+        }
+        let (s, r) = rest.split_at(n);
+        rest = r;
+        Ok(s)
+    };
+    let mut left = flat.len();
+    while left > 0 {
+        let head = take(2)?;
+        let (n, m) = (head[0], head[1] as usize);
+        if m > n_experts {
+            return Err(format!("a record of {m} experts"));
+        }
+        let key = take(width)?.to_vec();
+        if key.iter().any(|&e| e as usize >= n_experts) {
+            return Err(format!("key {key:?} names no expert"));
+        }
+        let pairs = take(2 * m)?;
+        left -= 2 + width + 2 * m;
+        let mut row = Row {
+            tokens: n,
+            counts: Vec::with_capacity(m),
+        };
+        for p in pairs.chunks_exact(2) {
+            if p[0] as usize >= n_experts || row.counts.last().is_some_and(|&(e, _)| e >= p[0]) {
+                return Err(format!(
+                    "expert ids must be ascending and below {n_experts}"
+                ));
+            }
+            row.counts.push((p[0], p[1]));
+        }
+        if map.insert(key, row).is_some() {
+            return Err("a key appears twice".into());
+        }
+    }
+    Ok(map)
 }
 
 /// Copies the model file `input` to `output` with `stats` in its metadata (replacing any

@@ -5,6 +5,8 @@
 //! [`ExpertSource`] over a pool of slots) and the engine (which consumes it); it imports
 //! neither.
 
+#![forbid(unsafe_code)]
+
 pub mod layout;
 pub mod plan;
 pub mod source;

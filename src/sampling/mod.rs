@@ -4,6 +4,8 @@
 //! temperature, then a draw from the remaining distribution with a ChaCha8 generator seeded
 //! from [`SamplerParams::seed`]. [`StopStrings`] watches generated text for stop strings.
 
+#![forbid(unsafe_code)]
+
 mod stop;
 
 use rand::{Rng, SeedableRng};

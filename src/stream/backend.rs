@@ -5,6 +5,8 @@
 //! completions are queued, never run inline, and every submitted request produces exactly one
 //! completion (errors included), which keeps the cache's bookkeeping simple.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;

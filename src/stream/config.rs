@@ -1,5 +1,7 @@
 //! How to stream experts ([`StreamConfig`]) and what streaming did ([`StreamStats`]).
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 use super::backend::BackendKind;

@@ -1,6 +1,8 @@
 //! The streamed [`ExpertSource`]: a fetch pins the expert's slot (reading it first on a miss),
 //! requests start every read of a layer in one submission, preloads go in as room allows.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 

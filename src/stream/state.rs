@@ -3,6 +3,8 @@
 //! and the pacing of speculative reads. Guarded by one mutex in [`super::StreamedExperts`],
 //! never held while waiting for I/O.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;

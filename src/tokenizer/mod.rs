@@ -9,6 +9,8 @@
 //! [`StreamDecoder`] turns generated ids into text incrementally; the concatenation of what it
 //! returns is exactly [`Tokenizer::decode`] of all the ids.
 
+#![forbid(unsafe_code)]
+
 mod gguf;
 mod hf;
 mod stream;
