@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::tensor::GgmlType;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"GGUF";

@@ -19,8 +19,8 @@ use std::arch::x86_64::*;
 
 use super::dot::k4_scales_mins_packed;
 use super::reference::QK_K;
+use super::GgmlType;
 use super::{Activation, Dot4Fn, DotFn};
-use crate::tensor::dtype::GgmlType;
 
 /// The AVX-512 kernel for `t`, if there is one.
 pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {

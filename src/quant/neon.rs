@@ -22,8 +22,8 @@ use std::arch::asm;
 
 use super::dot::{k4_min_sum, k4_scales_mins};
 use super::reference::{f16_at, q3k_scales, QK_K};
+use super::GgmlType;
 use super::{Activation, Dot4Fn, DotFn};
-use crate::tensor::dtype::GgmlType;
 
 /// The base-NEON kernel for `t`, if there is one.
 pub(crate) fn kernel(t: GgmlType) -> Option<DotFn> {
