@@ -1,6 +1,7 @@
 //! Activations: the input vector quantised once as the weights' [`vec_dot_type`], in the
 //! layout the dot-product kernels read.
 
+#[cfg(target_arch = "x86_64")]
 use super::dispatch::{level, Level};
 #[cfg(target_arch = "x86_64")]
 use super::x86;

@@ -51,9 +51,11 @@ use activation::{q8_0_block, q8_k_block};
 pub use activation::{vec_dot_type, Activation};
 pub use dispatch::kernel_name;
 use dispatch::level;
+#[cfg(any(test, target_arch = "x86_64"))]
+use dispatch::Level;
 #[cfg(test)]
 use dispatch::{best_level, choose, force_scalar, kernel4, level_name, supported_levels};
-pub(crate) use dispatch::{kernel, Dot4Fn, DotFn, Level};
+pub(crate) use dispatch::{kernel, Dot4Fn, DotFn};
 pub use ggml_type::GgmlType;
 pub use matmat::{matmat, ProductSink, VectorMajor};
 
