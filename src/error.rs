@@ -1,6 +1,8 @@
 //! The crate's typed error. Every failure a user can cause (a bad file, a bad
 //! argument, an I/O error) is one of these, never a panic.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 /// Errors returned by edgemoe.

@@ -1,6 +1,8 @@
 //! Kernel selection: the instruction-set level detected at run time (or capped by the
 //! `EDGEMOE_FORCE_*` variables) and the dot-product kernel of each weight type at a level.
 
+#![forbid(unsafe_code)]
+
 use std::sync::OnceLock;
 
 #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]

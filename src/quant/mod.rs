@@ -20,7 +20,7 @@
 //! form exact integer sums per block and differ from the scalar ones only in
 //! float summation order.
 
-// DENY_PLACEHOLDER
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod activation;
 mod dispatch;

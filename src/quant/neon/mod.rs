@@ -80,6 +80,9 @@ macro_rules! dot_acc_sdot {
         let (x, y): (int8x16_t, int8x16_t) = ($x, $y);
         // SAFETY: SDOT only reads and writes these three vector registers; the
         // enclosing kernel is compiled with, and only selected on CPUs with, `dotprod`.
+        // (The kernels invoke this inside their own `unsafe` block, which makes this one
+        // redundant there; it stays so that the step is sound wherever it is expanded.)
+        #[allow(unused_unsafe)]
         unsafe {
             asm!(
                 "sdot {acc:v}.4s, {x:v}.16b, {y:v}.16b",
@@ -96,33 +99,44 @@ macro_rules! dot_acc_sdot {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn ld_u8(p: *const u8) -> uint8x16_t {
-    vld1q_u8(p)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe { vld1q_u8(p) }
 }
 
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn ld_i8(p: *const i8) -> int8x16_t {
-    vld1q_s8(p)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe { vld1q_s8(p) }
 }
 
 /// Four fp16 values (as u16 lanes) to f32, exactly: the exponent/mantissa bits
 /// are moved into an f32 and rescaled by 2^112 (exact, subnormals included);
 /// infinities and NaNs get an all-ones exponent.
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
-    let w = vmovl_u16(h);
-    let sign = vshlq_n_u32::<16>(vandq_u32(w, vdupq_n_u32(0x8000)));
-    let em = vandq_u32(w, vdupq_n_u32(0x7fff));
-    let shifted = vshlq_n_u32::<13>(em);
-    let scaled = vmulq_f32(
-        vreinterpretq_f32_u32(shifted),
-        vdupq_n_f32(f32::from_bits(0x7780_0000)),
-    );
-    let special = vcgeq_u32(em, vdupq_n_u32(0x7c00));
-    let infnan = vorrq_u32(shifted, vdupq_n_u32(0x7f80_0000));
-    let r = vbslq_u32(special, infnan, vreinterpretq_u32_f32(scaled));
-    vreinterpretq_f32_u32(vorrq_u32(r, sign))
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let w = vmovl_u16(h);
+        let sign = vshlq_n_u32::<16>(vandq_u32(w, vdupq_n_u32(0x8000)));
+        let em = vandq_u32(w, vdupq_n_u32(0x7fff));
+        let shifted = vshlq_n_u32::<13>(em);
+        let scaled = vmulq_f32(
+            vreinterpretq_f32_u32(shifted),
+            vdupq_n_f32(f32::from_bits(0x7780_0000)),
+        );
+        let special = vcgeq_u32(em, vdupq_n_u32(0x7c00));
+        let infnan = vorrq_u32(shifted, vdupq_n_u32(0x7f80_0000));
+        let r = vbslq_u32(special, infnan, vreinterpretq_u32_f32(scaled));
+        vreinterpretq_f32_u32(vorrq_u32(r, sign))
+    }
 }
 
 /// For each byte value, 8 bytes holding 0x10 where the corresponding bit is set.
@@ -146,21 +160,30 @@ const BIT_TO_0X10: [u64; 256] = {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn high_bits32(p: *const u8) -> (uint8x16_t, uint8x16_t) {
-    let lo = [BIT_TO_0X10[*p as usize], BIT_TO_0X10[*p.add(1) as usize]];
-    let hi = [
-        BIT_TO_0X10[*p.add(2) as usize],
-        BIT_TO_0X10[*p.add(3) as usize],
-    ];
-    (
-        vld1q_u8(lo.as_ptr() as *const u8),
-        vld1q_u8(hi.as_ptr() as *const u8),
-    )
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let lo = [BIT_TO_0X10[*p as usize], BIT_TO_0X10[*p.add(1) as usize]];
+        let hi = [
+            BIT_TO_0X10[*p.add(2) as usize],
+            BIT_TO_0X10[*p.add(3) as usize],
+        ];
+        (
+            vld1q_u8(lo.as_ptr() as *const u8),
+            vld1q_u8(hi.as_ptr() as *const u8),
+        )
+    }
 }
 
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn s8(v: uint8x16_t) -> int8x16_t {
-    vreinterpretq_s8_u8(v)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe { vreinterpretq_s8_u8(v) }
 }
 
 // ---------------------------------------------------------------------------
@@ -209,41 +232,56 @@ macro_rules! float_dot {
 /// [`DotFn`] contract; NEON available.
 #[target_feature(enable = "neon")]
 unsafe fn dot_f32(row: &[u8], act: &Activation) -> f32 {
-    let w = row.as_ptr();
-    float_dot!(
-        act.n,
-        act.x.as_ptr(),
-        |i| vreinterpretq_f32_u8(ld_u8(w.add(4 * i))),
-        |i| (w.add(4 * i) as *const f32).read_unaligned()
-    )
+    // SAFETY: the caller upholds the kernel contract above: `row` and the activations hold
+    // matching whole blocks (so every offset below stays inside them), on a CPU with this
+    // function's target features.
+    unsafe {
+        let w = row.as_ptr();
+        float_dot!(
+            act.n,
+            act.x.as_ptr(),
+            |i| vreinterpretq_f32_u8(ld_u8(w.add(4 * i))),
+            |i| (w.add(4 * i) as *const f32).read_unaligned()
+        )
+    }
 }
 
 /// # Safety
 /// [`DotFn`] contract; NEON available.
 #[target_feature(enable = "neon")]
 unsafe fn dot_f16(row: &[u8], act: &Activation) -> f32 {
-    let w = row.as_ptr();
-    float_dot!(
-        act.n,
-        act.x.as_ptr(),
-        |i| f16x4_to_f32(vreinterpret_u16_u8(vld1_u8(w.add(2 * i)))),
-        |i| f16_at(row, 2 * i)
-    )
+    // SAFETY: the caller upholds the kernel contract above: `row` and the activations hold
+    // matching whole blocks (so every offset below stays inside them), on a CPU with this
+    // function's target features.
+    unsafe {
+        let w = row.as_ptr();
+        float_dot!(
+            act.n,
+            act.x.as_ptr(),
+            |i| f16x4_to_f32(vreinterpret_u16_u8(vld1_u8(w.add(2 * i)))),
+            |i| f16_at(row, 2 * i)
+        )
+    }
 }
 
 /// # Safety
 /// [`DotFn`] contract; NEON available.
 #[target_feature(enable = "neon")]
 unsafe fn dot_bf16(row: &[u8], act: &Activation) -> f32 {
-    let w = row.as_ptr();
-    float_dot!(
-        act.n,
-        act.x.as_ptr(),
-        |i| vreinterpretq_f32_u32(vshll_n_u16::<16>(vreinterpret_u16_u8(vld1_u8(
-            w.add(2 * i)
-        )))),
-        |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16)
-    )
+    // SAFETY: the caller upholds the kernel contract above: `row` and the activations hold
+    // matching whole blocks (so every offset below stays inside them), on a CPU with this
+    // function's target features.
+    unsafe {
+        let w = row.as_ptr();
+        float_dot!(
+            act.n,
+            act.x.as_ptr(),
+            |i| vreinterpretq_f32_u32(vshll_n_u16::<16>(vreinterpret_u16_u8(vld1_u8(
+                w.add(2 * i)
+            )))),
+            |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16)
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------

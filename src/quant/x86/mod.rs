@@ -66,33 +66,44 @@ pub(crate) fn kernel4(t: GgmlType) -> Option<Dot4Fn> {
 /// AVX2 available.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let full = n / 8 * 8;
-    let mut acc = _mm256_setzero_ps();
-    for i in (0..full).step_by(8) {
-        let p = _mm256_mul_ps(
-            _mm256_loadu_ps(b.as_ptr().add(i)),
-            _mm256_loadu_ps(a.as_ptr().add(i)),
-        );
-        acc = _mm256_add_ps(acc, p);
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let n = a.len().min(b.len());
+        let full = n / 8 * 8;
+        let mut acc = _mm256_setzero_ps();
+        for i in (0..full).step_by(8) {
+            let p = _mm256_mul_ps(
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+            );
+            acc = _mm256_add_ps(acc, p);
+        }
+        let mut tail = 0f32;
+        for j in full..n {
+            tail += b[j] * a[j];
+        }
+        lanes_sum(acc) + tail
     }
-    let mut tail = 0f32;
-    for j in full..n {
-        tail += b[j] * a[j];
-    }
-    lanes_sum(acc) + tail
 }
 
 /// The 8 lanes summed as [`super::dot`]'s `lanes_dot` combines its accumulators:
 /// `((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))`.
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn lanes_sum(v: __m256) -> f32 {
-    // [a0 + a4, a1 + a5, a2 + a6, a3 + a7]
-    let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    // Lane 0: v0 + v1; lane 2: v2 + v3.
-    let s = _mm_add_ps(v, _mm_movehdup_ps(v));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehl_ps(s, s)))
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        // [a0 + a4, a1 + a5, a2 + a6, a3 + a7]
+        let v = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        // Lane 0: v0 + v1; lane 2: v2 + v3.
+        let s = _mm_add_ps(v, _mm_movehdup_ps(v));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehl_ps(s, s)))
+    }
 }
 
 /// [`super::dot::f32_axpy`] compiled for AVX2.
@@ -111,27 +122,31 @@ pub(crate) unsafe fn f32_axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 /// AVX2 available.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn f32_dot4(a: &[f32], bs: [&[f32]; 4]) -> [f32; 4] {
-    let n = a.len();
-    if bs.iter().any(|b| b.len() != n) {
-        return bs.map(|b| f32_dot(a, b));
-    }
-    let full = n / 8 * 8;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in (0..full).step_by(8) {
-        let x = _mm256_loadu_ps(a.as_ptr().add(i));
-        for (acc, b) in acc.iter_mut().zip(bs) {
-            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(_mm256_loadu_ps(b.as_ptr().add(i)), x));
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let n = a.len();
+        if bs.iter().any(|b| b.len() != n) {
+            return bs.map(|b| f32_dot(a, b));
         }
-    }
-    let mut out = [0f32; 4];
-    for ((o, acc), b) in out.iter_mut().zip(acc).zip(bs) {
-        let mut tail = 0f32;
-        for j in full..n {
-            tail += b[j] * a[j];
+        let full = n / 8 * 8;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in (0..full).step_by(8) {
+            let x = _mm256_loadu_ps(a.as_ptr().add(i));
+            for (acc, b) in acc.iter_mut().zip(bs) {
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(_mm256_loadu_ps(b.as_ptr().add(i)), x));
+            }
         }
-        *o = lanes_sum(acc) + tail;
+        let mut out = [0f32; 4];
+        for ((o, acc), b) in out.iter_mut().zip(acc).zip(bs) {
+            let mut tail = 0f32;
+            for j in full..n {
+                tail += b[j] * a[j];
+            }
+            *o = lanes_sum(acc) + tail;
+        }
+        out
     }
-    out
 }
 
 /// [`super::dot::f32_axpy4`] compiled for AVX2.
@@ -165,101 +180,150 @@ pub(crate) unsafe fn q8_k_block(x: &[f32], qs: &mut [i8], bsums: &mut [i16]) -> 
 // Helpers. Callers guarantee the target features and pointer validity.
 // ---------------------------------------------------------------------------
 
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-    _mm_cvtss_f32(s)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
 }
 
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum128_ps(s: __m128) -> f32 {
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-    _mm_cvtss_f32(s)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
 }
 
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
-    _mm_cvtsi128_si32(s)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+        _mm_cvtsi128_si32(s)
+    }
 }
 
 /// The fp16 at `p` (2 readable bytes) as f32; exact, like `half`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_load(p: *const u8) -> f32 {
-    let h = (p as *const u16).read_unaligned();
-    // Moved in with `vmovd`, which writes the whole register. From the intrinsics alone LLVM
-    // emits a `vpinsrw` from memory that merges into whatever register it picks, often a
-    // loop's accumulator, so every block waited for the previous block's FMA (q8_0 matvec ran
-    // at a third of its speed).
-    let v: __m128i;
-    // SAFETY: `vmovd` only moves a general register into a vector register (AVX is enabled);
-    // it touches no memory and no flags.
-    asm!("vmovd {v}, {h:e}", h = in(reg) u32::from(h), v = out(xmm_reg) v,
-        options(pure, nomem, nostack, preserves_flags));
-    _mm_cvtss_f32(_mm_cvtph_ps(v))
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let h = (p as *const u16).read_unaligned();
+        // Moved in with `vmovd`, which writes the whole register. From the intrinsics alone LLVM
+        // emits a `vpinsrw` from memory that merges into whatever register it picks, often a
+        // loop's accumulator, so every block waited for the previous block's FMA (q8_0 matvec ran
+        // at a third of its speed).
+        let v: __m128i;
+        // SAFETY: `vmovd` only moves a general register into a vector register (AVX is enabled);
+        // it touches no memory and no flags.
+        asm!("vmovd {v}, {h:e}", h = in(reg) u32::from(h), v = out(xmm_reg) v,
+            options(pure, nomem, nostack, preserves_flags));
+        _mm_cvtss_f32(_mm_cvtph_ps(v))
+    }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load256(p: *const u8) -> __m256i {
-    _mm256_loadu_si256(p as *const __m256i)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load256_i8(p: *const i8) -> __m256i {
-    _mm256_loadu_si256(p as *const __m256i)
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
 /// 16 bytes at `p` as 32 nibbles: low nibbles in bytes 0..16, high in 16..32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn nibbles32(p: *const u8) -> __m256i {
-    let lo = _mm_loadu_si128(p as *const __m128i);
-    let hi = _mm_srli_epi16::<4>(lo);
-    _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(0x0F))
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let lo = _mm_loadu_si128(p as *const __m128i);
+        let hi = _mm_srli_epi16::<4>(lo);
+        _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(0x0F))
+    }
 }
 
 /// The 32 bits at `p` as 32 bytes, 0xFF where the bit is set.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bits32(p: *const u8) -> __m256i {
-    let x = (p as *const u32).read_unaligned();
-    let shuf = _mm256_set_epi64x(
-        0x0303_0303_0303_0303,
-        0x0202_0202_0202_0202,
-        0x0101_0101_0101_0101,
-        0,
-    );
-    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
-    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
-    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let x = (p as *const u32).read_unaligned();
+        let shuf = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
 }
 
 /// Sums of adjacent products of signed bytes `x` and `y`, as 8 i32. Exact as
 /// long as `y` has no -128 (activations are in [-127, 127]).
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    }
 }
 
 /// Same with unsigned `x` (small enough that pairs do not saturate i16).
+// The `std::arch` calls below are safe here from Rust 1.87 on; the crate's minimum (1.80)
+// still needs the `unsafe` block.
+#[allow(unused_unsafe)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+    // SAFETY: the caller runs this on a CPU with its target features, and every byte read
+    // through a pointer argument is readable (this function's contract).
+    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)) }
 }
 
 // ---------------------------------------------------------------------------
@@ -309,36 +373,51 @@ macro_rules! float_dot {
 /// [`DotFn`] contract; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f32(row: &[u8], act: &Activation) -> f32 {
-    let w = row.as_ptr() as *const f32;
-    float_dot!(act.n, act.x.as_ptr(), |i| _mm256_loadu_ps(w.add(i)), |i| w
-        .add(i)
-        .read_unaligned())
+    // SAFETY: the caller upholds the kernel contract above: `row` and the activations hold
+    // matching whole blocks (so every offset below stays inside them), on a CPU with this
+    // function's target features.
+    unsafe {
+        let w = row.as_ptr() as *const f32;
+        float_dot!(act.n, act.x.as_ptr(), |i| _mm256_loadu_ps(w.add(i)), |i| w
+            .add(i)
+            .read_unaligned())
+    }
 }
 
 /// # Safety
 /// [`DotFn`] contract; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16(row: &[u8], act: &Activation) -> f32 {
-    let w = row.as_ptr();
-    float_dot!(
-        act.n,
-        act.x.as_ptr(),
-        |i| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i)),
-        |i| f16_load(w.add(2 * i))
-    )
+    // SAFETY: the caller upholds the kernel contract above: `row` and the activations hold
+    // matching whole blocks (so every offset below stays inside them), on a CPU with this
+    // function's target features.
+    unsafe {
+        let w = row.as_ptr();
+        float_dot!(
+            act.n,
+            act.x.as_ptr(),
+            |i| _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i) as *const __m128i)),
+            |i| f16_load(w.add(2 * i))
+        )
+    }
 }
 
 /// # Safety
 /// [`DotFn`] contract; AVX2, FMA and F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_bf16(row: &[u8], act: &Activation) -> f32 {
-    let w = row.as_ptr();
-    float_dot!(
-        act.n,
-        act.x.as_ptr(),
-        |i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-            _mm_loadu_si128(w.add(2 * i) as *const __m128i)
-        ))),
-        |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16)
-    )
+    // SAFETY: the caller upholds the kernel contract above: `row` and the activations hold
+    // matching whole blocks (so every offset below stays inside them), on a CPU with this
+    // function's target features.
+    unsafe {
+        let w = row.as_ptr();
+        float_dot!(
+            act.n,
+            act.x.as_ptr(),
+            |i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(w.add(2 * i) as *const __m128i)
+            ))),
+            |i| f32::from_bits(((w.add(2 * i) as *const u16).read_unaligned() as u32) << 16)
+        )
+    }
 }
