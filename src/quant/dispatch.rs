@@ -19,12 +19,12 @@ pub(crate) enum Level {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX-512 F/BW/VL + VNNI (on top of AVX2): the types in `avx512.rs`, AVX2 for the rest.
+    /// AVX-512 F/BW/VL + VNNI (on top of AVX2): the types in `avx512/`, AVX2 for the rest.
     #[cfg(all(target_arch = "x86_64", edgemoe_avx512))]
     Avx512,
     #[cfg(target_arch = "aarch64")]
     Neon,
-    /// NEON + dotprod (SDOT): the integer types in `neon.rs`'s `sdot`, base NEON for the rest.
+    /// NEON + dotprod (SDOT): the integer types in `neon/`'s `sdot`, base NEON for the rest.
     #[cfg(target_arch = "aarch64")]
     NeonDot,
 }

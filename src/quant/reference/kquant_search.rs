@@ -193,14 +193,11 @@ pub(super) fn make_qkx2_quants(
     let nmaxf = nmax as f32;
     let mut iscale = nmaxf / (max - min);
     let mut scale = 1.0 / iscale;
-    let mut best_error = 0.0f32;
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min));
         l_out[i] = l.clamp(0, nmax) as u8;
-        let mut diff = scale * l_out[i] as f32 + min - x[i];
-        diff = if use_mad { diff.abs() } else { diff * diff };
-        best_error += weights[i] * diff;
     }
+    let mut best_error = weighted_error(scale, min, &l_out[..n], x, weights, use_mad);
     if nstep < 1 {
         return (scale, -min);
     }
@@ -226,12 +223,7 @@ pub(super) fn make_qkx2_quants(
                 this_min = 0.0;
                 this_scale = sum_xl / sum_l2;
             }
-            let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
-                diff = if use_mad { diff.abs() } else { diff * diff };
-                cur_error += weights[i] * diff;
-            }
+            let cur_error = weighted_error(this_scale, this_min, &laux[..n], x, weights, use_mad);
             if cur_error < best_error {
                 l_out[..n].copy_from_slice(&laux[..n]);
                 best_error = cur_error;
@@ -241,6 +233,25 @@ pub(super) fn make_qkx2_quants(
         }
     }
     (scale, -min)
+}
+
+/// The error of decoding levels `l` as `scale * l + min` against `x`: the sum over `i` of
+/// `weights[i]` times the absolute (`use_mad`) or squared difference, in index order.
+fn weighted_error(
+    scale: f32,
+    min: f32,
+    l: &[u8],
+    x: &[f32],
+    weights: &[f32],
+    use_mad: bool,
+) -> f32 {
+    let mut error = 0.0f32;
+    for i in 0..l.len() {
+        let mut diff = scale * l[i] as f32 + min - x[i];
+        diff = if use_mad { diff.abs() } else { diff * diff };
+        error += weights[i] * diff;
+    }
+    error
 }
 
 /// Packs 2-bit values of 256 elements as Q2_K / Q3_K do (4 per byte, strided by 32).
