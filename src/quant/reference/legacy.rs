@@ -4,20 +4,6 @@
 
 use super::*;
 
-/// (value with the largest magnitude, its magnitude); the first one wins ties.
-#[inline(always)]
-fn signed_absmax(x: &[f32]) -> (f32, f32) {
-    let mut amax = 0.0f32;
-    let mut max = 0.0f32;
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    (max, amax)
-}
-
 #[inline(always)]
 fn min_max(x: &[f32]) -> (f32, f32) {
     let mut min = f32::MAX;

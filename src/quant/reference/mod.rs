@@ -91,6 +91,20 @@ pub(crate) fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
+/// (value with the largest magnitude, its magnitude); the first one wins ties.
+#[inline(always)]
+fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
 /// 6-bit scale and min `j` (0..8) of a Q4_K / Q5_K block's 12 packed scale bytes.
 #[inline(always)]
 pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {

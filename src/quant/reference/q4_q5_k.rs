@@ -65,20 +65,7 @@ fn quant_k4_common(
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    let sc = &mut head[4..16];
-    sc.fill(0);
-    for j in 0..8 {
-        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
-        if j < 4 {
-            sc[j] = ls;
-            sc[j + 4] = lm;
-        } else {
-            sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
-            sc[j - 4] |= (ls >> 4) << 6;
-            sc[j] |= (lm >> 4) << 6;
-        }
-    }
+    pack_scales_mins(&scales, &mins, inv_scale, inv_min, &mut head[4..16]);
     put_f16(head, 0, max_scale / 63.0);
     put_f16(head, 2, max_min / 63.0);
     let dd = f16_at(head, 0);
@@ -93,6 +80,30 @@ fn quant_k4_common(
         for ii in 0..32 {
             let q = nearest_int((x[32 * j + ii] + dm) / d);
             l[32 * j + ii] = q.clamp(0, nmax) as u8;
+        }
+    }
+}
+
+/// The eight sub-block scales and mins, times `inv_scale` / `inv_min` and rounded to 6 bits,
+/// packed into the 12 scale bytes `sc` of a Q4_K / Q5_K block (read back by `scale_min_k4`).
+fn pack_scales_mins(
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    inv_scale: f32,
+    inv_min: f32,
+    sc: &mut [u8],
+) {
+    sc.fill(0);
+    for j in 0..8 {
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            sc[j] = ls;
+            sc[j + 4] = lm;
+        } else {
+            sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+            sc[j - 4] |= (ls >> 4) << 6;
+            sc[j] |= (lm >> 4) << 6;
         }
     }
 }
