@@ -1,5 +1,7 @@
 //! Facts about the running process from the OS.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 /// Peak resident set size of this process in bytes, if the OS reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
     #[cfg(unix)]

@@ -4,11 +4,13 @@
 //! super-block and then apply the float scales in a fixed order, which the
 //! SIMD kernels reproduce exactly.
 
+#![forbid(unsafe_code)]
+
 use half::f16;
 
 use super::reference::{bf16_to_f32, f16_at, q3k_scales, scale_min_k4, QK_K};
+use super::GgmlType;
 use super::{Activation, DotFn};
-use crate::tensor::dtype::GgmlType;
 
 /// The scalar kernel for `weight_type`.
 pub(crate) fn kernel(weight_type: GgmlType) -> DotFn {

@@ -1,9 +1,11 @@
 //! Tensors: element types and the numeric kernels over them.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod dtype;
 pub mod ops;
 pub mod pool;
 
-pub use dtype::GgmlType;
+pub use crate::quant::GgmlType;
 pub use ops::{Matrix, MatrixRef};
 pub use pool::ThreadPool;

@@ -1,6 +1,8 @@
 //! Numeric building blocks of the forward pass. Every function is deterministic: the same
 //! inputs give the same bits, whether a row is computed alone (decode) or in a batch (prompt).
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use super::{GgmlType, ThreadPool};
