@@ -5,6 +5,8 @@
 //! [`expert::ExpertSource`], so the engine never assumes that every expert is in
 //! memory. See `docs/architecture.md` for the architecture.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod capi;
 pub mod convert;
 pub mod engine;
