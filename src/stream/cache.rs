@@ -5,6 +5,10 @@
 //! expert's layer relative to the layer running): the candidate with the lowest score is
 //! evicted. That keeps the live cache (which also honours pins and preload protection) and the
 //! replay simulator on one code path.
+//!
+//! Layout: the policies here and the default in `cache/adaptive.rs`; the replay simulators
+//! (demand-only, Belady's MIN, with the engine's preloads) in `cache/replay.rs`; the text
+//! format of recorded routing traces in `cache/trace.rs`.
 
 mod adaptive;
 mod replay;
@@ -51,7 +55,8 @@ impl PolicyContext {
     }
 }
 
-/// Decides which expert leaves the cache.
+/// Decides which expert leaves the cache. A policy may learn from what it is told
+/// ([`EvictionPolicy::preloaded`]), so one instance serves one cache.
 pub trait EvictionPolicy: Send {
     fn name(&self) -> &'static str;
     /// How much keeping `key` is worth; the lowest score is evicted.
@@ -61,8 +66,10 @@ pub trait EvictionPolicy: Send {
     fn preloaded(&self, _key: Key) {}
 }
 
-/// Which policy to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which policy to use. The default, [`PolicyKind::Adaptive`], is the only one that stays
+/// within 1.5% of the best of the others at every cache size from 10% to 90% of the experts
+/// on the committed traces, with and without preloads (`tests/cache_policy.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PolicyKind {
     /// EdgeMoE: activation frequency weighted by forward layer distance.
     EdgeMoe,
@@ -75,6 +82,7 @@ pub enum PolicyKind {
     Forward,
     /// Use counts fair across the layer scan, ties to the MRU end of the scan, and more
     /// weight for layers predictions do not cover (see [`Adaptive`]).
+    #[default]
     Adaptive,
 }
 
@@ -361,6 +369,14 @@ mod tests {
         assert!(w.wasted_preloads > 0 && w.preloads == 10, "{w:?}");
         // No slots: nothing is served.
         assert_eq!(replay_with_preloads(&steps, 2, 0, &Lru).served_rate(), 0.0);
+    }
+
+    #[test]
+    fn adaptive_is_the_default_and_parses() {
+        assert_eq!(PolicyKind::default(), PolicyKind::Adaptive);
+        for kind in PolicyKind::ALL {
+            assert_eq!(PolicyKind::parse(kind.build().name()), Some(kind));
+        }
     }
 
     #[test]
