@@ -10,7 +10,10 @@
 //! table.
 
 use edgemoe::stream::cache::ReplayTrace;
-use edgemoe::stream::{belady, replay, replay_with_preloads, FutureMin, Key, PolicyKind};
+use edgemoe::stream::{
+    belady, replay, replay_with_preloads, AccessInfo, EvictionPolicy, FutureMin, Key,
+    PolicyContext, PolicyKind,
+};
 
 /// Traces: a trained model's (two texts) and random 16-layer models' (hidden 256 and 1024).
 const TRACES: [&str; 4] = [
@@ -76,7 +79,7 @@ fn with_preloads(t: &ReplayTrace) -> Vec<Row> {
         .step_by(10)
         .map(|pct| {
             let n = slots(t, pct);
-            let rate = |p: &dyn edgemoe::stream::EvictionPolicy| {
+            let rate = |p: &dyn EvictionPolicy| {
                 replay_with_preloads(&steps, t.n_layers, n, p).served_rate()
             };
             Row {
@@ -92,16 +95,58 @@ fn with_preloads(t: &ReplayTrace) -> Vec<Row> {
         .collect()
 }
 
+/// [`Adaptive`](edgemoe::stream::cache::Adaptive) without [`EvictionPolicy::preloaded`]: how
+/// a cache that does not report predictions runs it.
+struct Untold(edgemoe::stream::cache::Adaptive);
+
+impl EvictionPolicy for Untold {
+    fn name(&self) -> &'static str {
+        "adaptive-untold"
+    }
+    fn keep_score(&self, key: Key, info: &AccessInfo, cx: &PolicyContext) -> f64 {
+        self.0.keep_score(key, info, cx)
+    }
+}
+
+/// Served rates with preloads of [`Untold`], per cache size.
+fn untold_of_preloads(t: &ReplayTrace) -> Vec<f64> {
+    let steps = t.steps();
+    (10..=90)
+        .step_by(10)
+        .map(|pct| {
+            let p = Untold(Default::default());
+            replay_with_preloads(&steps, t.n_layers, slots(t, pct), &p).served_rate()
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "prints the table; run with --ignored --nocapture"]
 fn print_table() {
+    let trace = cyclic(200, 16, 2);
+    println!("cyclic scan, 16 layers x 2 experts: slots, lru, adaptive, belady");
+    for slots in [4, 8, 16, 23, 31] {
+        let rate = |k: PolicyKind| replay(&trace, 16, slots, k.build().as_ref()).hit_rate();
+        println!(
+            "{slots:>3} {:.3} {:.3} {:.3}",
+            rate(PolicyKind::Lru),
+            rate(PolicyKind::Adaptive),
+            belady(&trace, slots).hit_rate()
+        );
+    }
     for name in TRACES {
         let t = load(name);
+        let blind = untold_of_preloads(&t);
         for (what, rows) in [("demand", demand(&t)), ("preloads", with_preloads(&t))] {
             println!("\n{name}, {what}: size, adaptive, best older, optimum, adaptive/optimum");
             for r in rows {
+                let untold = if what == "preloads" {
+                    format!(" (not told of preloads: {:.3})", blind[r.pct / 10 - 1])
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{:>3}% {:.3} {:.3} {:.3} {:.3}",
+                    "{:>3}% {:.3} {:.3} {:.3} {:.3}{untold}",
                     r.pct,
                     r.default,
                     r.best_old,
