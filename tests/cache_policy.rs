@@ -53,6 +53,22 @@ fn slots(t: &ReplayTrace, pct: usize) -> usize {
     t.total_experts() * pct / 100
 }
 
+/// The hit rate of the best fixed set of `slots - 1` experts chosen knowing the whole trace
+/// (the most used ones; every first use misses), the last slot taking each miss as a cache
+/// must: about what a frequency rule can reach on a routing with no pattern in time, which
+/// Belady's MIN exceeds by knowing each next use.
+fn best_fixed_set(keys: &[Key], slots: usize) -> f64 {
+    let slots = slots.saturating_sub(1);
+    let mut counts = std::collections::HashMap::<Key, u64>::new();
+    for k in keys {
+        *counts.entry(*k).or_default() += 1;
+    }
+    let mut c: Vec<u64> = counts.into_values().collect();
+    c.sort_unstable_by(|a, b| b.cmp(a));
+    let top = &c[..slots.min(c.len())];
+    (top.iter().sum::<u64>() - top.len() as u64) as f64 / keys.len().max(1) as f64
+}
+
 /// Demand-only hit rates, per cache size.
 fn demand(t: &ReplayTrace) -> Vec<Row> {
     let keys = t.keys();
@@ -140,13 +156,14 @@ fn print_table() {
         for (what, rows) in [("demand", demand(&t)), ("preloads", with_preloads(&t))] {
             println!("\n{name}, {what}: size, adaptive, best older, optimum, adaptive/optimum");
             for r in rows {
-                let untold = if what == "preloads" {
+                let note = if what == "preloads" {
                     format!(" (not told of preloads: {:.3})", blind[r.pct / 10 - 1])
                 } else {
-                    String::new()
+                    let fixed = best_fixed_set(&t.keys(), slots(&t, r.pct));
+                    format!(" (best fixed set in hindsight: {fixed:.3})")
                 };
                 println!(
-                    "{:>3}% {:.3} {:.3} {:.3} {:.3}{untold}",
+                    "{:>3}% {:.3} {:.3} {:.3} {:.3}{note}",
                     r.pct,
                     r.default,
                     r.best_old,
@@ -184,7 +201,12 @@ const DEMAND_FLOOR: [(&str, [f64; 9]); 4] = [
 #[test]
 fn demand_hit_rate_holds_its_floor_against_belady_and_the_older_policies() {
     for (name, floor) in DEMAND_FLOOR {
-        for (r, &f) in demand(&load(name)).iter().zip(&floor) {
+        let t = load(name);
+        for (r, &f) in demand(&t).iter().zip(&floor) {
+            // Within 7% of the best fixed set chosen in hindsight (measured: 6.5% below it on
+            // the demo trace at 30%, above it from 80%).
+            let fixed = best_fixed_set(&t.keys(), slots(&t, r.pct));
+            assert!(r.default >= 0.93 * fixed, "{name} {}%: {fixed:.3}", r.pct);
             let ratio = r.default / r.optimum;
             assert!(ratio >= f - 0.005, "{name} {}%: {ratio:.3} < {f}", r.pct);
             assert!(ratio <= 1.0 + 1e-9, "{name} {}%: beats Belady", r.pct);
