@@ -150,6 +150,17 @@ fn print_table() {
             belady(&trace, slots).hit_rate()
         );
     }
+    // Issue 21's case: 23 slots of a 16 x 8 model.
+    let t = load("random-1024-readme.trace");
+    let (keys, steps) = (t.keys(), t.steps());
+    println!("\n23 slots of random-1024-readme: policy, demand hit rate, served with preloads");
+    for k in PolicyKind::ALL {
+        let d = replay(&keys, 16, 23, k.build().as_ref()).hit_rate();
+        let p = replay_with_preloads(&steps, 16, 23, k.build().as_ref()).served_rate();
+        println!("{:>9} {d:.3} {p:.3}", k.build().name());
+    }
+    let p = replay_with_preloads(&steps, 16, 23, &FutureMin::new(&steps, 16)).served_rate();
+    println!("   belady {:.3} {p:.3}", belady(&keys, 23).hit_rate());
     for name in TRACES {
         let t = load(name);
         let blind = untold_of_preloads(&t);
