@@ -98,6 +98,12 @@
 #define EMOE_POLICY_FORWARD 4
 
 /**
+ * The default: the most used experts, compared as of the current token's start, ties evicting
+ * the running layer's experts first; learns which layers predictions cover.
+ */
+#define EMOE_POLICY_ADAPTIVE 5
+
+/**
  * Result of every edgemoe C function. The numbers are stable and never reused.
  */
 typedef enum emoe_status {

@@ -44,6 +44,7 @@ fn load_options<'a>(p: &emoe_model_params) -> Result<LoadOptions<'a>, Failure> {
         EMOE_POLICY_EDGEMOE => PolicyKind::EdgeMoe,
         EMOE_POLICY_HOBBIT => PolicyKind::Hobbit,
         EMOE_POLICY_FORWARD => PolicyKind::Forward,
+        EMOE_POLICY_ADAPTIVE => PolicyKind::Adaptive,
         other => return Err(invalid(format!("unknown policy {other}"))),
     };
     let threshold = p.low_precision_threshold;

@@ -33,6 +33,9 @@ pub const EMOE_POLICY_EDGEMOE: u32 = 2;
 pub const EMOE_POLICY_HOBBIT: u32 = 3;
 /// Frequency over the cubed forward layer distance (suits preloading).
 pub const EMOE_POLICY_FORWARD: u32 = 4;
+/// The default: the most used experts, compared as of the current token's start, ties evicting
+/// the running layer's experts first; learns which layers predictions cover.
+pub const EMOE_POLICY_ADAPTIVE: u32 = 5;
 
 /// Called during loading with progress in [0, 1]; return false to cancel the load.
 /// Called on the loading thread.
@@ -107,7 +110,7 @@ impl Default for emoe_model_params {
             context_length: 0,
             predictor: EMOE_PREDICTOR_LOOKAHEAD,
             preload_count: 0,
-            policy: EMOE_POLICY_LRU,
+            policy: EMOE_POLICY_ADAPTIVE,
             low_precision_threshold: -1.0,
             reserved0: 0,
             fill_ahead: d.fill_ahead,

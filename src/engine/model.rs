@@ -85,7 +85,7 @@ impl Default for LoadOptions<'_> {
             backend: Backend::Auto,
             threads: 0,
             mlock: true,
-            policy: crate::stream::PolicyKind::Lru,
+            policy: crate::stream::PolicyKind::default(),
             context_length: None,
             prediction: Default::default(),
             progress: None,

@@ -35,7 +35,7 @@ impl Default for StreamConfig {
         StreamConfig {
             pool_bytes: 256 << 20,
             backend: BackendKind::Auto,
-            policy: PolicyKind::Lru,
+            policy: PolicyKind::default(),
             queue_depth: 16,
             mlock: true,
             fill_ahead: true,

@@ -215,6 +215,10 @@ impl StreamedExperts {
             let Ok(key) = self.key(layer, e, precision) else {
                 continue;
             };
+            if !demand {
+                // The policy learns which layers predictions cover.
+                st.policy.preloaded((layer, e));
+            }
             if let Some(s) = st.lookup(key) {
                 st.slots[s].protected = Some(layer);
                 continue;

@@ -50,8 +50,9 @@ pub struct ModelArgs {
     /// that would evict waits for demand reads, and is dropped when it cannot pay).
     #[arg(long)]
     pub eager_preloads: bool,
-    /// Expert-cache eviction policy when streaming: lru, lfu, edgemoe, hobbit, forward.
-    #[arg(long, default_value = "lru")]
+    /// Expert-cache eviction policy when streaming: adaptive, lru, lfu, edgemoe, hobbit,
+    /// forward.
+    #[arg(long, default_value = "adaptive")]
     pub policy: String,
     /// Kernel threads (0: one per physical core).
     #[arg(short = 't', long, default_value_t = 0)]
