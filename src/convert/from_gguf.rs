@@ -1,6 +1,8 @@
 //! Stock llama.cpp GGUF (merged `ffn_*_exps` expert tensors) or an edgemoe GGUF to
 //! edgemoe's layout, optionally changing tensor types.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use super::{write, ConvertOptions, ConvertReport, Payload, Planned, Role};

@@ -2,12 +2,14 @@
 //! the forward pass through an [`ExpertSource`] whose per-expert choice can be changed between
 //! evaluations. One model then runs every trial, with no file written per trial.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::super::encode_rows;
+use super::super::write::{decode_rows, encode_rows};
 use crate::engine::Model;
 use crate::expert::{ExpertLoc, ExpertSource, ExpertView, MatrixLoc, Precision};
 use crate::tensor::GgmlType;
@@ -68,7 +70,7 @@ impl ExpertVariants {
                     for (m, v) in mats.iter().zip(&values) {
                         let enc = encode_rows(ty, v, m.cols)?;
                         let mut back = vec![0f32; v.len()];
-                        super::super::decode_rows(ty, &enc, m.cols, &mut back)?;
+                        decode_rows(ty, &enc, m.cols, &mut back)?;
                         sq_err += v
                             .iter()
                             .zip(&back)
