@@ -128,7 +128,7 @@ fn tensor_bytes(s: &TensorSpec, gauss: &mut Gauss) -> Result<Vec<u8>> {
     // 64 distinct random rows, repeated: quantising every row would take minutes.
     let distinct = rows.min(64);
     let scale = 1.0 / (cols as f32).sqrt();
-    let values: Vec<f32> = (0..distinct * cols).map(|_| gauss.next() * scale).collect();
+    let values: Vec<f32> = (0..distinct * cols).map(|_| gauss.sample() * scale).collect();
     let rb = s.ty.row_bytes(cols)?;
     let mut q = vec![0u8; rb * distinct];
     for (src, dst) in values.chunks_exact(cols).zip(q.chunks_exact_mut(rb)) {
@@ -159,7 +159,8 @@ impl Gauss {
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn next(&mut self) -> f32 {
+    /// One standard normal value.
+    fn sample(&mut self) -> f32 {
         let (u1, u2) = (self.uniform().max(1e-300), self.uniform());
         ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
     }

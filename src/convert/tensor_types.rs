@@ -138,7 +138,7 @@ pub(super) fn choose_types(
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_match, ATTENTION_PATTERN, EXPERT_PATTERN};
+    use super::{glob_match, EXPERT_PATTERN};
 
     #[test]
     fn globs() {
