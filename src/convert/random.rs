@@ -128,7 +128,9 @@ fn tensor_bytes(s: &TensorSpec, gauss: &mut Gauss) -> Result<Vec<u8>> {
     // 64 distinct random rows, repeated: quantising every row would take minutes.
     let distinct = rows.min(64);
     let scale = 1.0 / (cols as f32).sqrt();
-    let values: Vec<f32> = (0..distinct * cols).map(|_| gauss.sample() * scale).collect();
+    let values: Vec<f32> = (0..distinct * cols)
+        .map(|_| gauss.sample() * scale)
+        .collect();
     let rb = s.ty.row_bytes(cols)?;
     let mut q = vec![0u8; rb * distinct];
     for (src, dst) in values.chunks_exact(cols).zip(q.chunks_exact_mut(rb)) {

@@ -1,16 +1,17 @@
 //! `edgemoe calibrate`: expert-wise bitwidth adaptation (EdgeMoE's first technique).
 //!
 //! 1. Candidate types that fit the expert rows are kept (K-quants need rows of 256k
-//!    elements); the baseline (default q8_0) is the dearest.
+//!    elements); the baseline (default q8_0) is the dearest (`candidates.rs`).
 //! 2. Every expert is encoded at every candidate, in memory ([`trial`]).
 //! 3. Sensitivity, EdgeMoE's way: one expert alone at a cheaper type, all others at the
 //!    baseline; the mean KL(baseline || trial) on the calibration text. A rarely routed expert
 //!    shows little divergence, so routing frequency is part of the measure. A cheap proxy
-//!    (routing frequency x relative weight error) is reported with its rank correlation.
+//!    (routing frequency x relative weight error) is reported with its rank correlation
+//!    (`sensitivity.rs`).
 //! 4. Search ([`search`]): moves ordered by bytes saved (or expected bytes read per token) per
 //!    unit of sensitivity; the number of moves binary-searched so that the held-out perplexity
-//!    (or KL against the baseline) stays within the tolerance ([`heldout`]).
-//! 5. Report ([`report`]): the measured points as markdown.
+//!    (or KL against the baseline) stays within the tolerance (`heldout.rs`).
+//! 5. Report (`report.rs`): the measured points as markdown.
 
 #![forbid(unsafe_code)]
 
