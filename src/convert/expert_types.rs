@@ -24,6 +24,8 @@
 //! own types say what was written, which differs where a row is not a whole number of blocks),
 //! and `tolerance` / `calibration` when known.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};

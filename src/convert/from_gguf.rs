@@ -1,6 +1,8 @@
 //! Stock llama.cpp GGUF (merged `ffn_*_exps` expert tensors) or an edgemoe GGUF to
 //! edgemoe's layout, optionally changing tensor types.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use super::{write, ConvertOptions, ConvertReport, Payload, Planned, Role};
@@ -22,15 +24,31 @@ pub(super) fn convert(
     let file = GgufFile::open(input)?;
     let cfg = ModelConfig::from_gguf(&file.header, input)?;
     let dir = ExpertDirectory::from_gguf(&file.header, &cfg, input)?;
-    let file = &file;
-    let mut plan: Vec<Planned<'_>> = Vec::new();
-    let is_expert = |name: &str| {
-        name.contains("_exps.") || {
-            // edgemoe layout: blk.L.ffn_{gate,up,down}.E.weight
-            let parts: Vec<&str> = name.split('.').collect();
-            parts.len() == 5 && parts[2].starts_with("ffn_") && parts[3].parse::<usize>().is_ok()
-        }
-    };
+    let mut plan = resident_tensors(&file);
+    plan.extend(expert_tensors(&file, &cfg, &dir)?);
+    let mut metadata: Vec<(String, GgufValue)> = file
+        .header
+        .metadata
+        .iter()
+        .filter(|(k, _)| !is_layout_key(k))
+        .cloned()
+        .collect();
+    metadata.extend(extra);
+    write(output, &cfg, metadata, plan, opts, true)
+}
+
+/// Whether `name` is an expert tensor: llama.cpp's merged `ffn_*_exps` or edgemoe's
+/// `blk.L.ffn_{gate,up,down}.E.weight`.
+fn is_expert(name: &str) -> bool {
+    name.contains("_exps.") || {
+        let parts: Vec<&str> = name.split('.').collect();
+        parts.len() == 5 && parts[2].starts_with("ffn_") && parts[3].parse::<usize>().is_ok()
+    }
+}
+
+/// Every tensor but the experts, in the file's order, copied as they are stored.
+fn resident_tensors(file: &GgufFile) -> Vec<Planned<'_>> {
+    let mut plan = Vec::new();
     for t in &file.header.tensors {
         // Low-precision copies are made again from the experts (or dropped).
         if is_expert(&t.name) || crate::engine::experts::is_low_precision_name(&t.name) {
@@ -49,6 +67,16 @@ pub(super) fn convert(
             produce: Box::new(move || Ok(Payload::Raw(file.data(t).to_vec()))),
         });
     }
+    plan
+}
+
+/// Each expert's three matrices, layer by layer, cut out of wherever the file keeps them.
+fn expert_tensors<'a>(
+    file: &'a GgufFile,
+    cfg: &ModelConfig,
+    dir: &ExpertDirectory,
+) -> Result<Vec<Planned<'a>>> {
+    let mut plan = Vec::new();
     for l in 0..cfg.n_layers {
         for e in 0..cfg.n_experts {
             let loc = *dir.get(l, e)?;
@@ -68,13 +96,5 @@ pub(super) fn convert(
             }
         }
     }
-    let mut metadata: Vec<(String, GgufValue)> = file
-        .header
-        .metadata
-        .iter()
-        .filter(|(k, _)| !is_layout_key(k))
-        .cloned()
-        .collect();
-    metadata.extend(extra);
-    write(output, &cfg, metadata, plan, opts, true)
+    Ok(plan)
 }

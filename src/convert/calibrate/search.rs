@@ -3,6 +3,8 @@
 //! held-out tolerance allows (EdgeMoE moves the least important experts down and searches
 //! the count; the greedy order generalises that to several steps per expert).
 
+#![forbid(unsafe_code)]
+
 /// One step of the greedy order: `expert` goes to candidate type `to`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Move {

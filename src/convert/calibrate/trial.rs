@@ -2,12 +2,14 @@
 //! the forward pass through an [`ExpertSource`] whose per-expert choice can be changed between
 //! evaluations. One model then runs every trial, with no file written per trial.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::super::encode_rows;
+use super::super::write::{decode_rows, encode_rows};
 use crate::engine::Model;
 use crate::expert::{ExpertLoc, ExpertSource, ExpertView, MatrixLoc, Precision};
 use crate::tensor::GgmlType;
@@ -40,6 +42,65 @@ fn matrix_f32(m: &crate::tensor::MatrixRef<'_>) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Expert `e` of layer `l` at each of `types`, with each one's relative squared error.
+fn encode_expert(
+    model: &Model,
+    l: usize,
+    e: usize,
+    types: &[GgmlType],
+) -> Result<(Vec<Variant>, Vec<f64>)> {
+    let view = model
+        .experts
+        .get(l, e, Precision::High, &AtomicBool::new(false))?;
+    let mats = [view.gate, view.up, view.down];
+    let values: Vec<Vec<f32>> = mats.iter().map(matrix_f32).collect::<Result<_>>()?;
+    let norm: f64 = values.iter().flatten().map(|&v| (v as f64).powi(2)).sum();
+    let mut per_type = Vec::with_capacity(types.len());
+    let mut err_per_type = Vec::with_capacity(types.len());
+    for &ty in types {
+        let (variant, sq_err) = encode_variant(&mats, &values, ty)?;
+        per_type.push(variant);
+        err_per_type.push(sq_err / norm.max(f64::MIN_POSITIVE));
+    }
+    Ok((per_type, err_per_type))
+}
+
+/// An expert's three matrices (`mats`, their `values`) encoded at `ty` back to back, and the
+/// squared error of the encoded weights.
+fn encode_variant(
+    mats: &[crate::tensor::MatrixRef<'_>],
+    values: &[Vec<f32>],
+    ty: GgmlType,
+) -> Result<(Variant, f64)> {
+    let mut bytes = Vec::new();
+    let mut locs = Vec::with_capacity(3);
+    let mut sq_err = 0f64;
+    for (m, v) in mats.iter().zip(values) {
+        let enc = encode_rows(ty, v, m.cols)?;
+        let mut back = vec![0f32; v.len()];
+        decode_rows(ty, &enc, m.cols, &mut back)?;
+        sq_err += v
+            .iter()
+            .zip(&back)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum::<f64>();
+        locs.push(MatrixLoc {
+            ty,
+            rows: m.rows,
+            cols: m.cols,
+            offset: bytes.len() as u64,
+            len: enc.len() as u64,
+        });
+        bytes.extend_from_slice(&enc);
+    }
+    let loc = ExpertLoc {
+        gate: locs[0],
+        up: locs[1],
+        down: locs[2],
+    };
+    Ok((Variant { loc, bytes }, sq_err))
+}
+
 impl ExpertVariants {
     /// Encodes every expert of `model` at each of `types` (each must fit the expert rows).
     pub fn build(
@@ -53,46 +114,7 @@ impl ExpertVariants {
         let mut error = Vec::with_capacity(total);
         for l in 0..c.n_layers {
             for e in 0..c.n_experts {
-                let view = model
-                    .experts
-                    .get(l, e, Precision::High, &AtomicBool::new(false))?;
-                let mats = [view.gate, view.up, view.down];
-                let values: Vec<Vec<f32>> = mats.iter().map(matrix_f32).collect::<Result<_>>()?;
-                let norm: f64 = values.iter().flatten().map(|&v| (v as f64).powi(2)).sum();
-                let mut per_type = Vec::with_capacity(types.len());
-                let mut err_per_type = Vec::with_capacity(types.len());
-                for &ty in types {
-                    let mut bytes = Vec::new();
-                    let mut locs = Vec::with_capacity(3);
-                    let mut sq_err = 0f64;
-                    for (m, v) in mats.iter().zip(&values) {
-                        let enc = encode_rows(ty, v, m.cols)?;
-                        let mut back = vec![0f32; v.len()];
-                        super::super::decode_rows(ty, &enc, m.cols, &mut back)?;
-                        sq_err += v
-                            .iter()
-                            .zip(&back)
-                            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-                            .sum::<f64>();
-                        locs.push(MatrixLoc {
-                            ty,
-                            rows: m.rows,
-                            cols: m.cols,
-                            offset: bytes.len() as u64,
-                            len: enc.len() as u64,
-                        });
-                        bytes.extend_from_slice(&enc);
-                    }
-                    per_type.push(Variant {
-                        loc: ExpertLoc {
-                            gate: locs[0],
-                            up: locs[1],
-                            down: locs[2],
-                        },
-                        bytes,
-                    });
-                    err_per_type.push(sq_err / norm.max(f64::MIN_POSITIVE));
-                }
+                let (per_type, err_per_type) = encode_expert(model, l, e, types)?;
                 variants.push(per_type);
                 error.push(err_per_type);
                 progress(l * c.n_experts + e + 1, total);
