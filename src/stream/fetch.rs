@@ -117,13 +117,7 @@ impl ExpertSource for StreamedExperts {
                         held = None;
                         continue;
                     }
-                    return Err(Error::io(
-                        &self.path,
-                        io::Error::new(
-                            kind,
-                            format!("reading expert {expert} of layer {layer}: {msg}"),
-                        ),
-                    ));
+                    return Err(self.read_error(layer, expert, kind, msg));
                 }
             }
         }
@@ -139,6 +133,12 @@ enum Pinned {
 }
 
 impl StreamedExperts {
+    /// The error of a fetch whose read failed.
+    fn read_error(&self, layer: usize, expert: usize, kind: io::ErrorKind, msg: String) -> Error {
+        let why = format!("reading expert {expert} of layer {layer}: {msg}");
+        Error::io(&self.path, io::Error::new(kind, why))
+    }
+
     /// Pins the slot holding `key`, or a free one with the key's demand read submitted, and
     /// counts the fetch (a hit, a preload hit or a miss).
     fn pin_for_get(&self, st: &mut State, key: usize, precision: Precision) -> Result<Pinned> {

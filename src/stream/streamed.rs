@@ -94,31 +94,10 @@ impl StreamedExperts {
         let n_experts_used = directory.n_experts_used;
         let n_keys = directory.n_layers * directory.n_experts;
         let plans = read_plans(source, &directory)?;
-        // From the plans actually built: a region at an unaligned base may need one more block.
-        let slot_size = plans
-            .iter()
-            .map(Plan::slot_bytes)
-            .max()
-            .unwrap_or(ALIGN)
-            .max(ALIGN);
-        // Low-precision copies share pool slots, as many as fit whole.
-        let sub_bytes = plans[n_keys.min(plans.len())..]
-            .iter()
-            .map(Plan::slot_bytes)
-            .max()
-            .map_or(slot_size, |b| b.max(ALIGN));
-        let per_slot = (slot_size / sub_bytes).max(1) as usize;
-        let n_slots = (cfg.pool_bytes / slot_size) as usize;
         let min_slots = n_experts_used.max(1);
-        if n_slots < min_slots {
-            return Err(Error::InvalidArgument(format!(
-                "an expert pool of {} bytes holds {n_slots} experts; at least {} bytes \
-                 ({min_slots} slots of {slot_size} bytes, the experts one token uses in a \
-                 layer) are needed",
-                cfg.pool_bytes,
-                min_slots as u64 * slot_size
-            )));
-        }
+        let (slot_size, sub_bytes, n_slots) =
+            slot_sizes(&plans, n_keys, cfg.pool_bytes, min_slots)?;
+        let per_slot = (slot_size / sub_bytes).max(1) as usize;
         // More slots than experts would never be used. Address space for all of them is
         // reserved, so the pool can be raised while loaded.
         let capacity = plans.len().max(min_slots);
@@ -515,4 +494,37 @@ fn read_plans(source: &Source, directory: &ExpertDirectory) -> Result<Vec<Plan>>
         }));
     }
     Ok(plans)
+}
+
+/// The pool's slot size, the size of a low-precision copy's share of a slot, and the slots
+/// `pool_bytes` holds, from the plans actually built (a region at an unaligned base may need
+/// one more block); an error, stating the minimum, below `min_slots`.
+fn slot_sizes(
+    plans: &[Plan],
+    n_keys: usize,
+    pool_bytes: u64,
+    min_slots: usize,
+) -> Result<(u64, u64, usize)> {
+    let slot_size = plans
+        .iter()
+        .map(Plan::slot_bytes)
+        .max()
+        .unwrap_or(ALIGN)
+        .max(ALIGN);
+    // Low-precision copies share pool slots, as many as fit whole.
+    let sub_bytes = plans[n_keys.min(plans.len())..]
+        .iter()
+        .map(Plan::slot_bytes)
+        .max()
+        .map_or(slot_size, |b| b.max(ALIGN));
+    let n_slots = (pool_bytes / slot_size) as usize;
+    if n_slots < min_slots {
+        return Err(Error::InvalidArgument(format!(
+            "an expert pool of {pool_bytes} bytes holds {n_slots} experts; at least {} bytes \
+             ({min_slots} slots of {slot_size} bytes, the experts one token uses in a \
+             layer) are needed",
+            min_slots as u64 * slot_size
+        )));
+    }
+    Ok((slot_size, sub_bytes, n_slots))
 }
