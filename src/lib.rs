@@ -6,6 +6,7 @@
 //! memory. See `docs/architecture.md` for the architecture.
 
 pub mod capi;
+pub mod chat;
 pub mod convert;
 pub mod engine;
 pub mod error;
