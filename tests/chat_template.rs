@@ -49,12 +49,20 @@ fn renders_match_transformers_byte_for_byte() {
                 .unwrap();
         let template = ChatTemplate::new(source).unwrap();
         for case in fixture["cases"].as_array().unwrap() {
-            let name = format!("{}:{}", path.file_name().unwrap().to_string_lossy(), case["name"]);
-            let got = template.render_json(case["messages_json"].as_str().unwrap(), &options(&fixture, case));
+            let name = format!(
+                "{}:{}",
+                path.file_name().unwrap().to_string_lossy(),
+                case["name"]
+            );
+            let got = template.render_json(
+                case["messages_json"].as_str().unwrap(),
+                &options(&fixture, case),
+            );
             checked += 1;
             match (case.get("expected"), got) {
                 (Some(want), Ok(got)) if want.as_str() == Some(got.as_str()) => {}
-                (None, Err(TemplateError::Raised(msg))) if case["error"].as_str() == Some(&msg) => {}
+                (None, Err(TemplateError::Raised(msg))) if case["error"].as_str() == Some(&msg) => {
+                }
                 (want, got) => failures.push(format!(
                     "{name}\n  want: {:?}\n  got:  {:?}",
                     want.or(case.get("error")),
@@ -64,16 +72,22 @@ fn renders_match_transformers_byte_for_byte() {
         }
     }
     assert!(checked >= 40, "only {checked} cases found");
-    assert!(failures.is_empty(), "{} of {checked} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn plain_messages_render_like_json_ones() {
-    let t = ChatTemplate::new(
-        std::fs::read_to_string(fixture_dir().join("qwen3.jinja")).unwrap(),
-    )
-    .unwrap();
-    let messages = [Message::new("system", "Be brief."), Message::new("user", "Hi")];
+    let t = ChatTemplate::new(std::fs::read_to_string(fixture_dir().join("qwen3.jinja")).unwrap())
+        .unwrap();
+    let messages = [
+        Message::new("system", "Be brief."),
+        Message::new("user", "Hi"),
+    ];
     let opts = RenderOptions::new().generation_prompt(true);
     let json = r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]"#;
     assert_eq!(
@@ -88,7 +102,11 @@ fn plain_messages_render_like_json_ones() {
 
 #[test]
 fn syntax_errors_are_typed() {
-    for bad in ["{% for m in messages %}", "{{ messages[ }}", "{% if %}{% endif %}"] {
+    for bad in [
+        "{% for m in messages %}",
+        "{{ messages[ }}",
+        "{% if %}{% endif %}",
+    ] {
         match ChatTemplate::new(bad) {
             Err(TemplateError::Syntax(_)) => {}
             other => panic!("{bad:?}: {other:?}"),
@@ -98,9 +116,14 @@ fn syntax_errors_are_typed() {
 
 #[test]
 fn raise_exception_keeps_its_message() {
-    let t = ChatTemplate::new("{{ raise_exception('Only user and assistant roles are supported!') }}").unwrap();
+    let t =
+        ChatTemplate::new("{{ raise_exception('Only user and assistant roles are supported!') }}")
+            .unwrap();
     let err = t.render(&[], &RenderOptions::new()).unwrap_err();
-    assert_eq!(err, TemplateError::Raised("Only user and assistant roles are supported!".into()));
+    assert_eq!(
+        err,
+        TemplateError::Raised("Only user and assistant roles are supported!".into())
+    );
     // Raised inside a macro and a loop too.
     let t = ChatTemplate::new(
         "{% macro f(m) %}{% if m.role == 'tool' %}{{ raise_exception('no tools: ' ~ m.content) }}{% endif %}{% endmacro %}\
@@ -123,7 +146,11 @@ fn endless_loops_run_out_of_fuel_quickly() {
     let start = Instant::now();
     let err = t.render(&[], &RenderOptions::new()).unwrap_err();
     assert!(matches!(err, TemplateError::OutOfFuel { .. }), "{err:?}");
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -131,7 +158,10 @@ fn recursion_is_bounded() {
     let t = ChatTemplate::new("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap();
     let err = t.render(&[], &RenderOptions::new()).unwrap_err();
     assert!(
-        matches!(err, TemplateError::RecursionLimit | TemplateError::OutOfFuel { .. }),
+        matches!(
+            err,
+            TemplateError::RecursionLimit | TemplateError::OutOfFuel { .. }
+        ),
         "{err:?}"
     );
 }
@@ -186,7 +216,8 @@ fn python_semantics_hold() {
          {% for i in range(5) %}{% if i == 1 %}{% continue %}{% endif %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}",
     )
     .unwrap();
-    let opts = RenderOptions::new().extra(r#"{"x": null, "y": true, "z": 1.0, "d": {"b": "é<>&", "a": [1, 0.5]}}"#);
+    let opts = RenderOptions::new()
+        .extra(r#"{"x": null, "y": true, "z": 1.0, "d": {"b": "é<>&", "a": [1, 0.5]}}"#);
     assert_eq!(
         t.render(&[], &opts).unwrap(),
         "None|True|1.0|{\"b\": \"é<>&\", \"a\": [1, 0.5]}|{\n  \"b\": \"é<>&\",\n  \"a\": [\n    1,\n    0.5\n  ]\n}|['a', 'b']|\
@@ -221,5 +252,253 @@ fn templates_load_from_tokenizer_config() {
         Err(TemplateError::Missing(_))
     ));
     let sp = edgemoe::chat::SpecialTokens::from_tokenizer_config(cfg);
-    assert_eq!((sp.bos.as_deref(), sp.eos.as_deref()), (Some("<s>"), Some("</s>")));
+    assert_eq!(
+        (sp.bos.as_deref(), sp.eos.as_deref()),
+        (Some("<s>"), Some("</s>"))
+    );
+}
+
+mod c_api {
+    //! `emoe_chat_apply_template` called in-process, as C calls it.
+
+    use std::ffi::{c_char, CStr, CString};
+    use std::ptr::{null, null_mut};
+
+    use edgemoe::capi::emoe_status::*;
+    use edgemoe::capi::*;
+
+    struct Conversation {
+        _strings: Vec<CString>,
+        messages: Vec<emoe_chat_message>,
+    }
+
+    fn conversation(pairs: &[(&str, &str)]) -> Conversation {
+        let strings: Vec<CString> = pairs
+            .iter()
+            .flat_map(|(r, c)| [CString::new(*r).unwrap(), CString::new(*c).unwrap()])
+            .collect();
+        let messages = strings
+            .chunks(2)
+            .map(|p| emoe_chat_message {
+                role: p[0].as_ptr(),
+                content: p[1].as_ptr(),
+            })
+            .collect();
+        Conversation {
+            _strings: strings,
+            messages,
+        }
+    }
+
+    /// Renders through the C function: the length query, then the render into a buffer of
+    /// exactly the asked size.
+    fn render(
+        model: *const emoe_model,
+        tmpl: Option<&str>,
+        conv: &Conversation,
+        gen: bool,
+        extra: Option<&str>,
+    ) -> Result<String, emoe_status> {
+        let tmpl = tmpl.map(|t| CString::new(t).unwrap());
+        let extra = extra.map(|t| CString::new(t).unwrap());
+        let call = |buf: *mut c_char, cap: usize, len: &mut usize| unsafe {
+            // SAFETY: every pointer is NULL or valid for its stated length.
+            emoe_chat_apply_template(
+                model,
+                tmpl.as_ref().map_or(null(), |t| t.as_ptr()),
+                conv.messages.as_ptr(),
+                conv.messages.len(),
+                gen,
+                extra.as_ref().map_or(null(), |t| t.as_ptr()),
+                buf,
+                cap,
+                len,
+            )
+        };
+        let mut len = usize::MAX;
+        match call(null_mut(), 0, &mut len) {
+            EMOE_STATUS_BUFFER_TOO_SMALL => {}
+            other => return Err(other),
+        }
+        let mut small = vec![0 as c_char; len];
+        let mut len2 = 0;
+        assert_eq!(
+            call(small.as_mut_ptr(), len, &mut len2),
+            EMOE_STATUS_BUFFER_TOO_SMALL
+        );
+        assert_eq!(len2, len);
+        let mut buf = vec![1 as c_char; len + 1];
+        assert_eq!(call(buf.as_mut_ptr(), buf.len(), &mut len2), EMOE_STATUS_OK);
+        assert_eq!(len2, len);
+        // SAFETY: NUL-terminated by the call.
+        let text = unsafe { CStr::from_ptr(buf.as_ptr()) };
+        Ok(text.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn renders_a_callers_template_like_the_rust_api() {
+        let source = std::fs::read_to_string(super::fixture_dir().join("qwen3.jinja")).unwrap();
+        let conv = conversation(&[("system", "Sé breve."), ("user", "Hola")]);
+        let got = render(
+            null(),
+            Some(&source),
+            &conv,
+            true,
+            Some(r#"{"enable_thinking": false}"#),
+        );
+        let want = edgemoe::chat::ChatTemplate::new(source)
+            .unwrap()
+            .render(
+                &[
+                    edgemoe::chat::Message::new("system", "Sé breve."),
+                    edgemoe::chat::Message::new("user", "Hola"),
+                ],
+                &edgemoe::chat::RenderOptions::new()
+                    .generation_prompt(true)
+                    .extra(r#"{"enable_thinking": false}"#),
+            )
+            .unwrap();
+        assert_eq!(got.unwrap(), want);
+        assert!(
+            want.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+            "{want:?}"
+        );
+    }
+
+    #[test]
+    fn bad_arguments_give_statuses() {
+        let conv = conversation(&[("user", "hi")]);
+        let t = Some("{{ messages[0].content }}");
+        assert_eq!(
+            render(null(), None, &conv, false, None),
+            Err(EMOE_STATUS_INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            render(null(), Some("{% if %}"), &conv, false, None),
+            Err(EMOE_STATUS_INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            render(null(), t, &conv, false, Some("{bad")),
+            Err(EMOE_STATUS_INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            render(
+                null(),
+                Some("{{ raise_exception('no') }}"),
+                &conv,
+                false,
+                None
+            ),
+            Err(EMOE_STATUS_INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            render(null(), Some("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"), &conv, false, None),
+            Err(EMOE_STATUS_INVALID_ARGUMENT)
+        );
+        let tmpl = CString::new("x").unwrap();
+        let mut len = 0usize;
+        let mut buf = [0 as c_char; 8];
+        let nul_role = [emoe_chat_message {
+            role: null(),
+            content: tmpl.as_ptr(),
+        }];
+        let bad_utf8 = CString::new(vec![0xffu8, 0xfe]).unwrap();
+        let bad = [emoe_chat_message {
+            role: tmpl.as_ptr(),
+            content: bad_utf8.as_ptr(),
+        }];
+        // SAFETY: pointers are NULL or valid; the bad counts are refused before any read.
+        unsafe {
+            let call = |msgs: *const emoe_chat_message,
+                        n: usize,
+                        buf: *mut c_char,
+                        cap: usize,
+                        len: *mut usize| {
+                emoe_chat_apply_template(
+                    null(),
+                    tmpl.as_ptr(),
+                    msgs,
+                    n,
+                    false,
+                    null(),
+                    buf,
+                    cap,
+                    len,
+                )
+            };
+            assert_eq!(
+                call(null(), 1, buf.as_mut_ptr(), 8, &mut len),
+                EMOE_STATUS_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                call(null(), usize::MAX, buf.as_mut_ptr(), 8, &mut len),
+                EMOE_STATUS_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                call(nul_role.as_ptr(), 1, buf.as_mut_ptr(), 8, &mut len),
+                EMOE_STATUS_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                call(bad.as_ptr(), 1, buf.as_mut_ptr(), 8, &mut len),
+                EMOE_STATUS_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                call(bad.as_ptr(), 0, buf.as_mut_ptr(), 8, null_mut()),
+                EMOE_STATUS_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                call(bad.as_ptr(), 0, null_mut(), 8, &mut len),
+                EMOE_STATUS_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                call(null(), 0, buf.as_mut_ptr(), 8, &mut len),
+                EMOE_STATUS_OK
+            );
+            assert_eq!(len, 1);
+            assert_eq!(CStr::from_ptr(buf.as_ptr()).to_bytes(), b"x");
+        }
+    }
+
+    #[test]
+    fn a_models_special_tokens_and_errors() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo.gguf");
+        let cpath = CString::new(path.to_str().unwrap()).unwrap();
+        let mut model: *mut emoe_model = null_mut();
+        // SAFETY: valid path, NULL params (defaults), writable out-pointer, no error buffer.
+        let status = unsafe { emoe_model_load(cpath.as_ptr(), null(), &mut model, null_mut(), 0) };
+        assert_eq!(status, EMOE_STATUS_OK);
+        let conv = conversation(&[("user", "hi")]);
+        // The demo model has no chat template of its own.
+        assert_eq!(
+            render(model, None, &conv, true, None),
+            Err(EMOE_STATUS_UNSUPPORTED)
+        );
+        let text = render(
+            model,
+            Some("{{ bos_token }}[{{ messages[0].content }}]{{ eos_token }}"),
+            &conv,
+            true,
+            None,
+        )
+        .unwrap();
+        assert!(text.contains("[hi]"), "{text:?}");
+        assert_eq!(
+            render(
+                model,
+                Some("{{ raise_exception('roles must alternate') }}"),
+                &conv,
+                true,
+                None
+            ),
+            Err(EMOE_STATUS_INVALID_ARGUMENT)
+        );
+        // SAFETY: a live handle; the message stays valid until the next call on it.
+        let message = unsafe { CStr::from_ptr(emoe_model_last_error(model)) };
+        assert!(
+            message.to_str().unwrap().contains("roles must alternate"),
+            "{message:?}"
+        );
+        // SAFETY: freed once.
+        unsafe { emoe_model_free(model) };
+    }
 }

@@ -40,7 +40,10 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
         Some(i) if i.kind() == ValueKind::String => Some(i.as_str().unwrap_or_default().into()),
         Some(i) => {
             let n = i.as_i64().ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or str")
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be an int or str",
+                )
             })?;
             Some(" ".repeat(n.clamp(0, 64) as usize))
         }
@@ -75,7 +78,10 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
 
 /// `strftime_now(format)`: the current UTC time formatted like Python's `strftime`.
 fn strftime_now(format: &str) -> Result<Value, Error> {
-    Ok(Value::from(super::time::strftime(format, super::time::now())))
+    Ok(Value::from(super::time::strftime(
+        format,
+        super::time::now(),
+    )))
 }
 
 /// Prints values as Jinja2 does under Python: `None`, `True`, `['a', 1]`, `{'k': 'v'}`.

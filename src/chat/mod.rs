@@ -224,7 +224,10 @@ fn context(messages: Value, o: &RenderOptions) -> Result<Value, TemplateError> {
                 "extra variables must be a JSON object".into(),
             ));
         }
-        for key in extra.try_iter().map_err(|e| TemplateError::InvalidVariables(e.to_string()))? {
+        for key in extra
+            .try_iter()
+            .map_err(|e| TemplateError::InvalidVariables(e.to_string()))?
+        {
             let name = key.as_str().unwrap_or_default().to_string();
             if name == "messages" {
                 return Err(TemplateError::InvalidVariables(
@@ -246,7 +249,10 @@ fn context(messages: Value, o: &RenderOptions) -> Result<Value, TemplateError> {
     };
     set("tools", tools);
     set("documents", Value::from(()));
-    set("add_generation_prompt", Value::from(o.add_generation_prompt));
+    set(
+        "add_generation_prompt",
+        Value::from(o.add_generation_prompt),
+    );
     if let Some(bos) = &o.bos_token {
         set("bos_token", Value::from(bos.as_str()));
     }

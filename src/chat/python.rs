@@ -50,7 +50,10 @@ pub(crate) fn dumps(value: &Value, style: &JsonStyle) -> Result<String, Error> {
 
 fn dump_value(v: &Value, style: &JsonStyle, depth: usize, out: &mut String) -> Result<(), Error> {
     if depth > MAX_DEPTH {
-        return Err(Error::new(ErrorKind::InvalidOperation, "tojson: nesting too deep"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson: nesting too deep",
+        ));
     }
     match v.kind() {
         ValueKind::None => out.push_str("null"),
@@ -76,7 +79,12 @@ fn newline(style: &JsonStyle, depth: usize, out: &mut String) {
     }
 }
 
-fn dump_seq(items: &[Value], style: &JsonStyle, depth: usize, out: &mut String) -> Result<(), Error> {
+fn dump_seq(
+    items: &[Value],
+    style: &JsonStyle,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), Error> {
     if items.is_empty() {
         out.push_str("[]");
         return Ok(());
@@ -105,7 +113,10 @@ fn json_key(k: &Value) -> Result<String, Error> {
         _ => {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
-                format!("keys must be str, int, float, bool or None, not {}", k.kind()),
+                format!(
+                    "keys must be str, int, float, bool or None, not {}",
+                    k.kind()
+                ),
             ))
         }
     })
@@ -185,7 +196,11 @@ pub(crate) fn float_repr(f: f64, json: bool) -> String {
     }
     if f.is_infinite() {
         let inf = if json { "Infinity" } else { "inf" };
-        return if f < 0.0 { format!("-{inf}") } else { inf.into() };
+        return if f < 0.0 {
+            format!("-{inf}")
+        } else {
+            inf.into()
+        };
     }
     // `{:e}` gives the shortest round-trip digits, e.g. "1.5e-5", "-1e16", "0e0".
     let sci = format!("{f:e}");
@@ -219,7 +234,11 @@ pub(crate) fn float_repr(f: f64, json: bool) -> String {
 
 /// Python's `repr(str)`: single quotes unless the text holds a `'` and no `"`.
 fn str_repr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -243,7 +262,10 @@ fn str_repr(s: &str, out: &mut String) {
 /// Python's `repr` of a template value (`None`, `True`, `['a', 1]`, `{'k': 'v'}`).
 pub(crate) fn repr(v: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
     if depth > MAX_DEPTH {
-        return Err(Error::new(ErrorKind::InvalidOperation, "value nested too deep"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "value nested too deep",
+        ));
     }
     match v.kind() {
         ValueKind::String => str_repr(v.as_str().unwrap_or_default(), out),

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::{ChatTemplate, Limits, TemplateError};
+use crate::engine::Model;
 use crate::format::{GgufFile, GgufValue};
 use crate::tokenizer::Tokenizer;
 
@@ -17,7 +18,10 @@ const GGUF_KEY: &str = "tokenizer.chat_template";
 /// `tokenizer.chat_template.<name>` keys when that list is absent). The default template
 /// (`tokenizer.chat_template`) is not among them.
 pub fn gguf_template_names(file: &GgufFile) -> Vec<String> {
-    if let Some(list) = file.get("tokenizer.chat_templates").and_then(GgufValue::as_array) {
+    if let Some(list) = file
+        .get("tokenizer.chat_templates")
+        .and_then(GgufValue::as_array)
+    {
         return list
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
@@ -64,7 +68,9 @@ impl ChatTemplate {
             ))),
             Some(v) => match v.as_str() {
                 Some(s) => Self::new(s),
-                None => Err(TemplateError::InvalidSource(format!("`{key}` is not a string"))),
+                None => Err(TemplateError::InvalidSource(format!(
+                    "`{key}` is not a string"
+                ))),
             },
         }
     }
@@ -110,6 +116,20 @@ impl ChatTemplate {
         Self::new(text)
     }
 
+    /// A loaded model's template: the GGUF header's (`name` as in [`Self::from_gguf`]), else
+    /// the one its tokenizer carries.
+    pub fn from_model(model: &Model, name: Option<&str>) -> Result<Self, TemplateError> {
+        match Self::from_gguf(&model.file, name) {
+            Err(TemplateError::Missing(why)) if name.is_none() => {
+                match model.tokenizer().ok().and_then(Tokenizer::chat_template) {
+                    Some(t) => Self::new(t),
+                    None => Err(TemplateError::Missing(why)),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The same template with other limits.
     pub fn limited(self, limits: Limits) -> Result<Self, TemplateError> {
         Self::with_limits(self.source, limits)
@@ -127,9 +147,7 @@ impl SpecialTokens {
     /// From a model's tokenizer: the text of its BOS id and of its first EOS id.
     pub fn from_tokenizer(tokenizer: &Tokenizer) -> Self {
         SpecialTokens {
-            bos: tokenizer
-                .bos_id()
-                .and_then(|id| tokenizer.id_to_token(id)),
+            bos: tokenizer.bos_id().and_then(|id| tokenizer.id_to_token(id)),
             eos: tokenizer
                 .eos_ids()
                 .first()
@@ -137,9 +155,19 @@ impl SpecialTokens {
         }
     }
 
+    /// A loaded model's: from its tokenizer, else from its GGUF header's keys.
+    pub fn from_model(model: &Model) -> Self {
+        match model.tokenizer() {
+            Ok(t) => Self::from_tokenizer(t),
+            Err(_) => Self::from_gguf(&model.file),
+        }
+    }
+
     /// From a GGUF header's llama.cpp keys (`tokenizer.ggml.tokens` and the BOS/EOS ids).
     pub fn from_gguf(file: &GgufFile) -> Self {
-        let tokens = file.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array);
+        let tokens = file
+            .get("tokenizer.ggml.tokens")
+            .and_then(GgufValue::as_array);
         let token = |key: &str| {
             let id = file.get(key)?.as_i64()?;
             let id = usize::try_from(id).ok()?;
