@@ -84,6 +84,39 @@ fn strftime_now(format: &str) -> Result<Value, Error> {
     )))
 }
 
+/// Python's `str(value)`: strings unchanged, other values as `print` shows them.
+fn python_str(value: &Value) -> Result<Value, Error> {
+    Ok(match value.kind() {
+        ValueKind::String => value.clone(),
+        ValueKind::Seq | ValueKind::Map => {
+            let mut s = String::new();
+            python::repr(value, &mut s, 0)?;
+            Value::from(s)
+        }
+        _ => Value::from(python::str_of(value)),
+    })
+}
+
+/// Jinja2's `iterable` test: what Python can iterate (not None, numbers or booleans).
+fn is_iterable(value: &Value) -> bool {
+    matches!(
+        value.kind(),
+        ValueKind::String
+            | ValueKind::Seq
+            | ValueKind::Map
+            | ValueKind::Iterable
+            | ValueKind::Bytes
+    )
+}
+
+/// Jinja2's `sequence` test: what has a length and items (strings, lists, dicts).
+fn is_sequence(value: &Value) -> bool {
+    matches!(
+        value.kind(),
+        ValueKind::String | ValueKind::Seq | ValueKind::Map | ValueKind::Bytes
+    )
+}
+
 /// Prints values as Jinja2 does under Python: `None`, `True`, `['a', 1]`, `{'k': 'v'}`.
 fn formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
     let text = match value.kind() {
@@ -99,6 +132,63 @@ fn formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), Error
         .map_err(|_| Error::new(ErrorKind::WriteFailure, "could not write output"))
 }
 
+/// transformers' `{% generation %}...{% endgeneration %}` (which marks assistant text and
+/// prints its body unchanged) as an always-true `if`, with the same whitespace control.
+pub(crate) fn rewrite_generation_tags(source: &str) -> std::borrow::Cow<'_, str> {
+    if !source.contains("generation") {
+        return source.into();
+    }
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(start) = rest.find("{%") {
+        out.push_str(&rest[..start]);
+        let tag = &rest[start..];
+        match generation_tag(tag) {
+            Some((len, replacement)) => {
+                out.push_str(&replacement);
+                rest = &tag[len..];
+            }
+            None => {
+                out.push_str("{%");
+                rest = &tag[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.into()
+}
+
+/// When `tag` starts with `{% generation %}` or `{% endgeneration %}` (with `-`/`+`
+/// modifiers): its length and its replacement.
+fn generation_tag(tag: &str) -> Option<(usize, String)> {
+    let body = &tag[2..];
+    let (open, body) = match body.chars().next() {
+        Some(c @ ('-' | '+')) => (c.to_string(), &body[1..]),
+        _ => (String::new(), body),
+    };
+    let trimmed = body.trim_start();
+    let (word, replacement) = if let Some(r) = trimmed.strip_prefix("endgeneration") {
+        (r, "endif")
+    } else if let Some(r) = trimmed.strip_prefix("generation") {
+        (r, "if true")
+    } else {
+        return None;
+    };
+    let after = word.trim_start();
+    if after.len() == word.len()
+        && !(after.starts_with('%') || after.starts_with('-') || after.starts_with('+'))
+    {
+        return None; // a longer word, e.g. `generation_prompt`
+    }
+    let (close, after) = match after.chars().next() {
+        Some(c @ ('-' | '+')) => (c.to_string(), &after[1..]),
+        _ => (String::new(), after),
+    };
+    let after = after.strip_prefix("%}")?;
+    let len = tag.len() - after.len();
+    Some((len, format!("{{%{open} {replacement} {close}%}}")))
+}
+
 /// An environment holding `source` as its one template.
 pub(crate) fn build(source: String, limits: &Limits) -> Result<Environment<'static>, Error> {
     let mut env = Environment::new();
@@ -112,6 +202,13 @@ pub(crate) fn build(source: String, limits: &Limits) -> Result<Environment<'stat
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
     env.add_filter("tojson", tojson);
+    env.add_filter("string", python_str);
+    env.add_test("iterable", is_iterable);
+    env.add_test("sequence", is_sequence);
+    let source = match rewrite_generation_tags(&source) {
+        std::borrow::Cow::Borrowed(_) => source,
+        std::borrow::Cow::Owned(rewritten) => rewritten,
+    };
     env.add_template_owned(TEMPLATE_NAME, source)?;
     Ok(env)
 }
