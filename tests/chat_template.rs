@@ -514,5 +514,144 @@ mod c_api {
         );
         // SAFETY: freed once.
         unsafe { emoe_model_free(model) };
+        // A copy that carries a template is rendered with it and its special tokens.
+        let dir = super::temp_dir("capi");
+        let template = "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}";
+        let path = super::demo_with(
+            &dir,
+            &[(
+                "tokenizer.chat_template",
+                edgemoe::format::GgufValue::String(template.into()),
+            )],
+        );
+        let cpath = CString::new(path.to_str().unwrap()).unwrap();
+        let mut model: *mut emoe_model = null_mut();
+        // SAFETY: as above.
+        let status = unsafe { emoe_model_load(cpath.as_ptr(), null(), &mut model, null_mut(), 0) };
+        assert_eq!(status, EMOE_STATUS_OK);
+        let file = edgemoe::format::GgufFile::open(&path).unwrap();
+        let sp = edgemoe::chat::SpecialTokens::from_gguf(&file);
+        let (bos, eos) = (sp.bos.unwrap_or_default(), sp.eos.unwrap_or_default());
+        assert!(!eos.is_empty());
+        assert_eq!(
+            render(model, None, &conv, true, None).unwrap(),
+            format!("{bos}<user>hi{eos}")
+        );
+        // SAFETY: freed once.
+        unsafe { emoe_model_free(model) };
+        let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// A copy of the demo model with extra metadata (e.g. a chat template) in `dir`.
+fn demo_with(dir: &Path, extra: &[(&str, edgemoe::format::GgufValue)]) -> PathBuf {
+    use edgemoe::format::{GgufFile, GgufWriter, TensorSpec};
+    let demo =
+        GgufFile::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo.gguf")).unwrap();
+    let mut meta = demo.header.metadata.clone();
+    for (k, v) in extra {
+        meta.push((k.to_string(), v.clone()));
+    }
+    let specs = demo
+        .header
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let path = dir.join("demo-chat.gguf");
+    let mut w = GgufWriter::create(&path, &meta, specs).unwrap();
+    for t in &demo.header.tensors {
+        w.write_tensor(demo.data(t)).unwrap();
+    }
+    w.finish().unwrap();
+    path
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgemoe-chat-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn templates_load_from_gguf_with_names() {
+    use edgemoe::format::{GgufFile, GgufValue};
+    let dir = temp_dir("gguf");
+    let path = demo_with(
+        &dir,
+        &[
+            (
+                "tokenizer.chat_template",
+                GgufValue::String("D:{{ bos_token }}".into()),
+            ),
+            (
+                "tokenizer.chat_template.tool_use",
+                GgufValue::String("T".into()),
+            ),
+            (
+                "tokenizer.chat_templates",
+                GgufValue::string_array(["tool_use"]),
+            ),
+        ],
+    );
+    let file = GgufFile::open(&path).unwrap();
+    assert_eq!(edgemoe::chat::gguf_template_names(&file), ["tool_use"]);
+    let t = ChatTemplate::from_gguf(&file, None).unwrap();
+    let sp = edgemoe::chat::SpecialTokens::from_gguf(&file);
+    let text = t
+        .render(&[], &RenderOptions::new().special_tokens(&sp))
+        .unwrap();
+    assert_eq!(text, format!("D:{}", sp.bos.clone().unwrap_or_default()));
+    assert_eq!(
+        ChatTemplate::from_gguf(&file, Some("tool_use"))
+            .unwrap()
+            .source(),
+        "T"
+    );
+    assert!(matches!(
+        ChatTemplate::from_gguf(&file, Some("nope")),
+        Err(TemplateError::Missing(_))
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn generation_blocks_render_their_body() {
+    let t = ChatTemplate::new(
+        "{% for m in messages %}\n  {%- generation %}\n[{{ m.content }}]\n  {%- endgeneration %}\n{% endfor %}",
+    )
+    .unwrap();
+    let msgs = [
+        Message::new("assistant", "a"),
+        Message::new("assistant", "b"),
+    ];
+    assert_eq!(t.render(&msgs, &RenderOptions::new()).unwrap(), "[a][b]");
+    // `generation_prompt`-like names are not tags.
+    let t = ChatTemplate::new("{% if generation_x is defined %}y{% endif %}n").unwrap();
+    assert_eq!(t.render(&[], &RenderOptions::new()).unwrap(), "n");
+}
+
+#[test]
+fn long_conversations_fit_the_default_limits() {
+    let source = std::fs::read_to_string(fixture_dir().join("gpt-oss.jinja")).unwrap();
+    let t = ChatTemplate::new(source).unwrap();
+    let mut msgs = vec![Message::new("system", "Be brief.")];
+    for i in 0..500 {
+        msgs.push(Message::new("user", format!("question {i}")));
+        msgs.push(Message::new("assistant", format!("answer {i}")));
+    }
+    let start = Instant::now();
+    let text = t
+        .render(&msgs, &RenderOptions::new().generation_prompt(true))
+        .unwrap();
+    assert!(text.contains("answer 499"));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }

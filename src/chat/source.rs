@@ -163,19 +163,32 @@ impl SpecialTokens {
         }
     }
 
-    /// From a GGUF header's llama.cpp keys (`tokenizer.ggml.tokens` and the BOS/EOS ids).
+    /// From a GGUF header: the BOS/EOS ids of llama.cpp's keys, read in
+    /// `tokenizer.ggml.tokens` or else in the embedded `tokenizer.huggingface.json`.
     pub fn from_gguf(file: &GgufFile) -> Self {
-        let tokens = file
+        let id = |key: &str| usize::try_from(file.get(key)?.as_i64()?).ok();
+        let (bos, eos) = (
+            id("tokenizer.ggml.bos_token_id"),
+            id("tokenizer.ggml.eos_token_id"),
+        );
+        if let Some(tokens) = file
             .get("tokenizer.ggml.tokens")
-            .and_then(GgufValue::as_array);
-        let token = |key: &str| {
-            let id = file.get(key)?.as_i64()?;
-            let id = usize::try_from(id).ok()?;
-            tokens?.get(id)?.as_str().map(str::to_string)
-        };
+            .and_then(GgufValue::as_array)
+        {
+            let text = |id: Option<usize>| tokens.get(id?)?.as_str().map(str::to_string);
+            return SpecialTokens {
+                bos: text(bos),
+                eos: text(eos),
+            };
+        }
+        let json = file
+            .get("tokenizer.huggingface.json")
+            .and_then(GgufValue::as_str)
+            .and_then(|s| serde_json::from_str::<Json>(s).ok())
+            .unwrap_or_default();
         SpecialTokens {
-            bos: token("tokenizer.ggml.bos_token_id"),
-            eos: token("tokenizer.ggml.eos_token_id"),
+            bos: bos.and_then(|i| hf_token_text(&json, i)),
+            eos: eos.and_then(|i| hf_token_text(&json, i)),
         }
     }
 
@@ -193,4 +206,21 @@ impl SpecialTokens {
             eos: text(&cfg["eos_token"]),
         }
     }
+}
+
+/// The text of token `id` in a `tokenizer.json`: an added token, else a vocabulary entry.
+fn hf_token_text(json: &Json, id: usize) -> Option<String> {
+    let added = json["added_tokens"].as_array().and_then(|list| {
+        list.iter()
+            .find(|t| t["id"].as_u64() == Some(id as u64))
+            .and_then(|t| t["content"].as_str())
+    });
+    let vocab = || {
+        json["model"]["vocab"].as_object().and_then(|v| {
+            v.iter()
+                .find(|(_, i)| i.as_u64() == Some(id as u64))
+                .map(|(k, _)| k.as_str())
+        })
+    };
+    added.or_else(vocab).map(str::to_string)
 }
