@@ -160,11 +160,9 @@ fn endless_loops_run_out_of_fuel_quickly() {
     let start = Instant::now();
     let err = t.render(&[], &RenderOptions::new()).unwrap_err();
     assert!(matches!(err, TemplateError::OutOfFuel { .. }), "{err:?}");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    // Optimised builds stop within a second; unoptimised ones get more time.
+    let bound = Duration::from_secs(if cfg!(debug_assertions) { 5 } else { 1 });
+    assert!(start.elapsed() < bound, "{:?}", start.elapsed());
 }
 
 #[test]

@@ -112,7 +112,7 @@ unsafe fn write_text(
 /// `EMOE_STATUS_INVALID_ARGUMENT` for NULL or non-UTF-8 strings, more than
 /// `EMOE_CHAT_MAX_MESSAGES` messages, bad `extra_json`, a template syntax error, the
 /// template's `raise_exception` (e.g. roles that do not alternate), and a render past its
-/// limits (20 M instructions, 1 MiB of output, nesting 200). The message is in
+/// limits (5 M instructions, 1 MiB of output, nesting 200). The message is in
 /// `emoe_model_last_error` when `model` is not NULL.
 ///
 /// # Safety

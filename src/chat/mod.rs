@@ -62,11 +62,12 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 20 million instructions (a long conversation with tools takes well under 1 million),
-    /// 1 MiB of output, recursion 200.
+    /// 5 million instructions (a 1000-turn conversation takes under 100 thousand with the
+    /// templates of tests/fixtures/chat; an endless loop stops in under a second), 1 MiB of
+    /// output, recursion 200.
     fn default() -> Self {
         Limits {
-            fuel: 20_000_000,
+            fuel: 5_000_000,
             max_output: 1 << 20,
             recursion: 200,
         }
