@@ -86,7 +86,8 @@ pub struct RenderOptions {
     /// `tools`: a JSON array of tool definitions; `None` when the template gets `tools=None`.
     pub tools_json: Option<String>,
     /// More variables as one JSON object, e.g. `{"enable_thinking": false}`. They cannot
-    /// replace `messages`.
+    /// replace `messages`; a `tools`, `add_generation_prompt` or `bos_token` given here wins
+    /// over the field of the same meaning.
     pub extra_json: Option<String>,
     /// The time `strftime_now` reports, in seconds since the Unix epoch (UTC); `None`: now.
     pub now: Option<i64>,
