@@ -526,6 +526,18 @@ const char *emoe_status_string(int32_t status);
 enum emoe_status emoe_chat_apply_template(const struct emoe_model *model, const char *tmpl, const struct emoe_chat_message *messages, size_t n_messages, bool add_generation_prompt, const char *extra_json, char *buf, size_t capacity, size_t *out_len);
 
 /**
+ * Writes the text of a model's chat template to `buf`: the default one when `name` is NULL,
+ * else the named one (`tokenizer.chat_template.<name>`, e.g. "tool_use"), to show it or to
+ * pass it to `emoe_chat_apply_template` as `tmpl`. Lengths as in `emoe_chat_apply_template`:
+ * `*out_len` gets the length without the NUL; `EMOE_STATUS_BUFFER_TOO_SMALL` when
+ * `capacity <= *out_len`. `EMOE_STATUS_UNSUPPORTED` when the model has no such template.
+ *
+ * # Safety
+ * Pointers must be NULL or valid as described.
+ */
+enum emoe_status emoe_model_chat_template(const struct emoe_model *model, const char *name, char *buf, size_t capacity, size_t *out_len);
+
+/**
  * Loads the model at `path` (NUL-terminated UTF-8). `params` may be NULL for defaults.
  * On success writes a new handle to `*out_model`. On failure, when `error_buf` is not NULL,
  * writes a NUL-terminated message of at most `error_buf_len` bytes there.

@@ -535,6 +535,40 @@ mod c_api {
             render(model, None, &conv, true, None).unwrap(),
             format!("{bos}<user>hi{eos}")
         );
+        // The template's own text comes back through emoe_model_chat_template.
+        let mut len = 0usize;
+        // SAFETY: a live handle; NULL name and buffer with capacity 0 ask for the length.
+        let status = unsafe { emoe_model_chat_template(model, null(), null_mut(), 0, &mut len) };
+        assert_eq!(
+            (status, len),
+            (EMOE_STATUS_BUFFER_TOO_SMALL, template.len())
+        );
+        let mut buf = vec![0 as c_char; len + 1];
+        // SAFETY: `buf` holds len + 1 bytes.
+        let status = unsafe {
+            emoe_model_chat_template(model, null(), buf.as_mut_ptr(), buf.len(), &mut len)
+        };
+        assert_eq!(status, EMOE_STATUS_OK);
+        // SAFETY: NUL-terminated by the call.
+        assert_eq!(
+            unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(),
+            template
+        );
+        let tool_use = CString::new("tool_use").unwrap();
+        // SAFETY: as above.
+        let status = unsafe {
+            emoe_model_chat_template(
+                model,
+                tool_use.as_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut len,
+            )
+        };
+        assert_eq!(status, EMOE_STATUS_UNSUPPORTED);
+        // SAFETY: NULL model.
+        let status = unsafe { emoe_model_chat_template(null(), null(), null_mut(), 0, &mut len) };
+        assert_eq!(status, EMOE_STATUS_INVALID_ARGUMENT);
         // SAFETY: freed once.
         unsafe { emoe_model_free(model) };
         let _ = std::fs::remove_dir_all(dir);

@@ -162,3 +162,39 @@ pub unsafe extern "C" fn emoe_chat_apply_template(
         unsafe { write_text(&text, buf, capacity, out_len) }
     })
 }
+
+/// Writes the text of a model's chat template to `buf`: the default one when `name` is NULL,
+/// else the named one (`tokenizer.chat_template.<name>`, e.g. "tool_use"), to show it or to
+/// pass it to `emoe_chat_apply_template` as `tmpl`. Lengths as in `emoe_chat_apply_template`:
+/// `*out_len` gets the length without the NUL; `EMOE_STATUS_BUFFER_TOO_SMALL` when
+/// `capacity <= *out_len`. `EMOE_STATUS_UNSUPPORTED` when the model has no such template.
+///
+/// # Safety
+/// Pointers must be NULL or valid as described.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_chat_template(
+    model: *const emoe_model,
+    name: *const c_char,
+    buf: *mut c_char,
+    capacity: usize,
+    out_len: *mut usize,
+) -> emoe_status {
+    // SAFETY: NULL or a live handle, by contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
+    };
+    boundary(Some(&m.error), || {
+        if out_len.is_null() || (buf.is_null() && capacity > 0) {
+            return Err(invalid(
+                "`out_len` is NULL, or `buf` is NULL with a capacity",
+            ));
+        }
+        // SAFETY: NULL or NUL-terminated, by contract.
+        let name = (!name.is_null())
+            .then(|| unsafe { cstr_arg(name, "name") })
+            .transpose()?;
+        let template = ChatTemplate::from_model(&m.model, name).map_err(crate::Error::from)?;
+        // SAFETY: `out_len` checked; `buf` holds `capacity` bytes, by contract.
+        unsafe { write_text(template.source(), buf, capacity, out_len) }
+    })
+}
