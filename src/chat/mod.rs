@@ -51,6 +51,11 @@ impl Message {
 }
 
 /// What bounds one render. A render past any bound stops with a [`TemplateError`].
+///
+/// Not bounded: the size of a string the template builds without printing it. minijinja caps
+/// `'x' * n` at 100 MB, but a loop that doubles a string with `~` or `+` some 30 times
+/// exhausts memory within its fuel. Render templates from untrusted sources in a process that
+/// may fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Template instructions one render may run (minijinja fuel).
