@@ -36,6 +36,11 @@
 #define EMOE_ABI_VERSION 3
 
 /**
+ * The most messages one call takes; more give `EMOE_STATUS_INVALID_ARGUMENT`.
+ */
+#define EMOE_CHAT_MAX_MESSAGES (1 << 20)
+
+/**
  * Pick the best I/O backend available (io_uring on Linux, else a pread pool).
  */
 #define EMOE_BACKEND_AUTO 0
@@ -175,6 +180,15 @@ typedef struct emoe_model emoe_model;
  * `emoe_session_last_error`.
  */
 typedef struct emoe_session emoe_session;
+
+/**
+ * One message of a conversation: NUL-terminated UTF-8 `role` ("system", "user", "assistant",
+ * "tool", or what the template accepts) and `content`. Neither may be NULL.
+ */
+typedef struct emoe_chat_message {
+  const char *role;
+  const char *content;
+} emoe_chat_message;
 
 /**
  * Called during loading with progress in [0, 1]; return false to cancel the load.
@@ -488,6 +502,46 @@ uint32_t emoe_abi_version(void);
  * A short description of a status, e.g. "invalid argument". Static storage.
  */
 const char *emoe_status_string(int32_t status);
+
+/**
+ * Renders a chat template with `n_messages` messages, as transformers'
+ * `apply_chat_template(tokenize=False)` does, into `buf`.
+ *
+ * - `model`: the model whose template and special tokens (`bos_token`, `eos_token`) are used;
+ *   may be NULL when `tmpl` is given (the template then sees no special tokens).
+ * - `tmpl`: NULL for the model's own template (`tokenizer.chat_template`), or a Jinja
+ *   template of the caller's (NUL-terminated UTF-8).
+ * - `add_generation_prompt`: end with the header of an assistant reply.
+ * - `extra_json`: NULL, or a JSON object of more template variables, e.g.
+ *   `{"enable_thinking": false, "tools": [...]}`.
+ * - On return `*out_len` holds the prompt's length in bytes (without the NUL) whenever the
+ *   render succeeded. The prompt and a NUL are written when `capacity > *out_len`; otherwise
+ *   the status is `EMOE_STATUS_BUFFER_TOO_SMALL` and the caller retries with a buffer of at
+ *   least `*out_len + 1` bytes (`buf` may be NULL with `capacity` 0 to ask for the length).
+ *
+ * Statuses: `EMOE_STATUS_UNSUPPORTED` when the model has no template;
+ * `EMOE_STATUS_INVALID_ARGUMENT` for NULL or non-UTF-8 strings, more than
+ * `EMOE_CHAT_MAX_MESSAGES` messages, bad `extra_json`, a template syntax error, the
+ * template's `raise_exception` (e.g. roles that do not alternate), and a render past its
+ * limits (5 M instructions, 1 MiB of output, nesting 200). The message is in
+ * `emoe_model_last_error` when `model` is not NULL.
+ *
+ * # Safety
+ * Pointers must be NULL or valid as described; `messages` points to `n_messages` elements.
+ */
+enum emoe_status emoe_chat_apply_template(const struct emoe_model *model, const char *tmpl, const struct emoe_chat_message *messages, size_t n_messages, bool add_generation_prompt, const char *extra_json, char *buf, size_t capacity, size_t *out_len);
+
+/**
+ * Writes the text of a model's chat template to `buf`: the default one when `name` is NULL,
+ * else the named one (`tokenizer.chat_template.<name>`, e.g. "tool_use"), to show it or to
+ * pass it to `emoe_chat_apply_template` as `tmpl`. Lengths as in `emoe_chat_apply_template`:
+ * `*out_len` gets the length without the NUL; `EMOE_STATUS_BUFFER_TOO_SMALL` when
+ * `capacity <= *out_len`. `EMOE_STATUS_UNSUPPORTED` when the model has no such template.
+ *
+ * # Safety
+ * Pointers must be NULL or valid as described.
+ */
+enum emoe_status emoe_model_chat_template(const struct emoe_model *model, const char *name, char *buf, size_t capacity, size_t *out_len);
 
 /**
  * Loads the model at `path` (NUL-terminated UTF-8). `params` may be NULL for defaults.

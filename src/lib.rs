@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod capi;
+pub mod chat;
 pub mod convert;
 pub mod engine;
 pub mod error;

@@ -7,6 +7,7 @@
 
 #![allow(non_camel_case_types)]
 
+mod chat;
 mod model;
 mod params;
 mod session;
@@ -18,6 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use parking_lot::Mutex;
 
+pub use chat::*;
 pub use model::*;
 pub use params::*;
 pub use session::*;
