@@ -25,3 +25,45 @@ fn header_is_up_to_date() {
         "include/edgemoe.h is stale: run `EMOE_BLESS=1 cargo test --test header` and commit it"
     );
 }
+
+/// The version macros are inside the include guard and match Cargo.toml.
+#[test]
+fn version_macros_match_the_package_and_sit_inside_the_guard() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = std::fs::read_to_string(root.join("include/edgemoe.h")).unwrap();
+    let guard_end = header
+        .rfind("#endif  /* EDGEMOE_H */")
+        .expect("the include guard's #endif");
+    for (name, want) in [
+        ("EMOE_VERSION_MAJOR", env!("CARGO_PKG_VERSION_MAJOR")),
+        ("EMOE_VERSION_MINOR", env!("CARGO_PKG_VERSION_MINOR")),
+        ("EMOE_VERSION_PATCH", env!("CARGO_PKG_VERSION_PATCH")),
+    ] {
+        let define = format!("#define {name} {want}\n");
+        let at = header
+            .find(&define)
+            .unwrap_or_else(|| panic!("edgemoe.h lacks `{}` (Cargo.toml)", define.trim()));
+        assert!(
+            at < guard_end,
+            "{name} is defined outside the include guard"
+        );
+        assert_eq!(header.matches(&format!("#define {name} ")).count(), 1);
+    }
+}
+
+/// cbindgen.toml, which writes the version macros, matches Cargo.toml's version.
+#[test]
+fn cbindgen_config_has_the_package_version() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = std::fs::read_to_string(root.join("cbindgen.toml")).unwrap();
+    let want = format!(
+        "#define EMOE_VERSION_MAJOR {}\n#define EMOE_VERSION_MINOR {}\n#define EMOE_VERSION_PATCH {}\n",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH")
+    );
+    assert!(
+        config.contains(&want),
+        "cbindgen.toml's EMOE_VERSION_* differ from Cargo.toml's version: update them"
+    );
+}

@@ -36,7 +36,7 @@ public final class Model: @unchecked Sendable {
     public func setMemoryBudget(_ bytes: UInt64) throws {
         let status = emoe_model_set_memory_budget(handle, bytes)
         guard status == EMOE_STATUS_OK else {
-            throw EdgeMoEError(status: status, message: String(cString: emoe_model_last_error(handle)))
+            throw EdgeMoEError(status: status, message: modelError(handle))
         }
     }
 }
@@ -51,7 +51,7 @@ public final class Session: @unchecked Sendable {
         var raw: OpaquePointer?
         let status = emoe_session_new(model.handle, contextLength, &raw)
         guard status == EMOE_STATUS_OK, let raw else {
-            throw EdgeMoEError(status: status, message: String(cString: emoe_model_last_error(model.handle)))
+            throw EdgeMoEError(status: status, message: modelError(model.handle))
         }
         handle = raw
     }
@@ -68,16 +68,21 @@ public final class Session: @unchecked Sendable {
                 var params = emoe_generate_params()
                 emoe_generate_params_default(&params)
                 params.max_tokens = maxTokens
-                params.sampling.temperature = temperature
+                var sampling = emoe_sampling_params()
+                emoe_sampling_params_default(&sampling)
+                sampling.temperature = temperature
                 final class Sink { let c: AsyncThrowingStream<String, Error>.Continuation; init(_ c: AsyncThrowingStream<String, Error>.Continuation) { self.c = c } }
                 let sink = Unmanaged.passRetained(Sink(continuation))
-                let status = prompt.withCString { cPrompt in
+                let status = withUnsafePointer(to: &sampling) { samplingPtr in
+                    params.sampling = samplingPtr
+                    return prompt.withCString { cPrompt in
                     emoe_session_generate(handle, cPrompt, strlen(cPrompt), &params, { user, piece, len in
                         let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
                         let bytes = UnsafeRawBufferPointer(start: piece, count: len)
                         sink.c.yield(String(decoding: bytes, as: UTF8.self))
                         return true
                     }, sink.toOpaque(), nil)
+                    }
                 }
                 sink.release()
                 if status == EMOE_STATUS_OK {
@@ -90,4 +95,12 @@ public final class Session: @unchecked Sendable {
             worker.start()
         }
     }
+}
+
+/// The model's last error, copied into Swift-owned memory (safe while other tasks use the model).
+func modelError(_ model: OpaquePointer) -> String {
+    var buf = [CChar](repeating: 0, count: 512)
+    var len = 0
+    _ = emoe_model_last_error_copy(model, &buf, buf.count, &len)
+    return String(cString: buf)
 }
