@@ -141,4 +141,31 @@ fn cmake_examples_and_contract_tests() {
         prefix.join("lib/pkgconfig/edgemoe.pc").exists()
             || prefix.join("lib64/pkgconfig/edgemoe.pc").exists()
     );
+    if cfg!(target_os = "linux") {
+        // libedgemoe.so.N (N the ABI version), stripped, its debug info beside it, and the
+        // libedgemoe.so link for linkers.
+        let libdir = ["lib", "lib64"]
+            .iter()
+            .map(|d| prefix.join(d))
+            .find(|d| d.join("libedgemoe.so").exists())
+            .expect("an installed libedgemoe.so");
+        let soname = format!("libedgemoe.so.{}", edgemoe::capi::EMOE_ABI_VERSION);
+        let lib = libdir.join(&soname);
+        assert!(lib.exists() && libdir.join(format!("{soname}.debug")).exists());
+        assert_eq!(
+            std::fs::read_link(libdir.join("libedgemoe.so")).unwrap(),
+            Path::new(&soname)
+        );
+        let sections = Command::new("readelf")
+            .arg("-S")
+            .arg(&lib)
+            .output()
+            .unwrap();
+        let sections = String::from_utf8_lossy(&sections.stdout);
+        assert!(sections.contains(".gnu_debuglink"), "{sections}");
+        assert!(
+            !sections.contains(".debug_info"),
+            "the installed library has debug info"
+        );
+    }
 }

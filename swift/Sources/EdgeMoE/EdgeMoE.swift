@@ -3,15 +3,19 @@
 import CEdgeMoE
 import Foundation
 
+/// `EMOE_STATUS_OK`. In C `emoe_status` is an `int32_t` (ABI 4), so Swift sees `Int32`.
+let statusOK: Int32 = 0
+
 public struct EdgeMoEError: Error, CustomStringConvertible {
-    public let status: emoe_status
+    /// One of the `EMOE_STATUS_*` numbers.
+    public let status: Int32
     public let message: String
     public var description: String {
-        "\(String(cString: emoe_status_string(Int32(status.rawValue)))): \(message)"
+        "\(String(cString: emoe_status_string(status))): \(message)"
     }
 }
 
-/// A loaded model. Immutable; share it between sessions and threads.
+/// A loaded model. Thread-safe; share it between sessions and threads.
 public final class Model: @unchecked Sendable {
     let handle: OpaquePointer
 
@@ -24,7 +28,7 @@ public final class Model: @unchecked Sendable {
         var raw: OpaquePointer?
         var error = [CChar](repeating: 0, count: 512)
         let status = emoe_model_load(path, &params, &raw, &error, error.count)
-        guard status == EMOE_STATUS_OK, let raw else {
+        guard status == statusOK, let raw else {
             throw EdgeMoEError(status: status, message: String(cString: error))
         }
         handle = raw
@@ -35,7 +39,7 @@ public final class Model: @unchecked Sendable {
     /// Lowers or raises the memory budget while loaded (a memory-pressure handler).
     public func setMemoryBudget(_ bytes: UInt64) throws {
         let status = emoe_model_set_memory_budget(handle, bytes)
-        guard status == EMOE_STATUS_OK else {
+        guard status == statusOK else {
             throw EdgeMoEError(status: status, message: modelError(handle))
         }
     }
@@ -50,7 +54,7 @@ public final class Session: @unchecked Sendable {
         self.model = model
         var raw: OpaquePointer?
         let status = emoe_session_new(model.handle, contextLength, &raw)
-        guard status == EMOE_STATUS_OK, let raw else {
+        guard status == statusOK, let raw else {
             throw EdgeMoEError(status: status, message: modelError(model.handle))
         }
         handle = raw
@@ -85,7 +89,7 @@ public final class Session: @unchecked Sendable {
                     }
                 }
                 sink.release()
-                if status == EMOE_STATUS_OK {
+                if status == statusOK {
                     continuation.finish()
                 } else {
                     continuation.finish(throwing: EdgeMoEError(status: status, message: String(cString: emoe_session_last_error(handle))))
