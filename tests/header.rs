@@ -67,3 +67,39 @@ fn cbindgen_config_has_the_package_version() {
         "cbindgen.toml's EMOE_VERSION_* differ from Cargo.toml's version: update them"
     );
 }
+
+/// The Swift wrapper cannot be compiled here; at least every C function it calls is declared
+/// in the header.
+#[test]
+fn every_c_function_the_swift_wrapper_calls_is_in_the_header() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = std::fs::read_to_string(root.join("include/edgemoe.h")).unwrap();
+    let swift = std::fs::read_to_string(root.join("swift/Sources/EdgeMoE/EdgeMoE.swift")).unwrap();
+    let mut called = std::collections::BTreeSet::new();
+    let bytes = swift.as_bytes();
+    let mut i = 0;
+    while let Some(at) = swift[i..].find("emoe_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        if before_ok && bytes.get(end) == Some(&b'(') {
+            called.insert(&swift[start..end]);
+        }
+        i = end.max(start + 1);
+    }
+    assert!(called.contains("emoe_session_generate"), "{called:?}");
+    for f in called {
+        // A declaration: the name followed by its parameter list, or a struct initialiser.
+        let declared = header.contains(&format!(" {f}("))
+            || header.contains(&format!("*{f}("))
+            || header.contains(&format!("typedef struct {f} {{"));
+        assert!(
+            declared,
+            "EdgeMoE.swift calls `{f}`, which edgemoe.h does not declare"
+        );
+    }
+}
