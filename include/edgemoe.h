@@ -14,9 +14,14 @@
  *  - _free(NULL) is a no-op. NULL pointers, invalid UTF-8 and wrong sizes give
  *    EMOE_STATUS_INVALID_ARGUMENT. A bug inside is reported as EMOE_STATUS_INTERNAL and never
  *    unwinds into C.
+ *  - Callbacks are called on the thread stated in their doc and must not unwind into the
+ *    library: no C++ exception may leave them (catch it, return false, rethrow after the call,
+ *    as edgemoe.hpp does), no longjmp out of them.
  *  - Parameter structs are versioned by their first field, struct_size: initialise them with
  *    their _default function and then set fields. Fields added later take their defaults
- *    for a caller built against an older header.
+ *    for a caller built against an older header. A struct_size that is no version's size, or
+ *    a larger one (a newer header) that sets fields this library does not know, is refused.
+ *    Structs are passed by pointer, never embedded in one another, so each can grow.
  *  - Size-versioned result structs (emoe_stats): set struct_size to sizeof the struct before
  *    the call; the library writes at most that many bytes and sets struct_size to the number
  *    it wrote, so fields can be added at the end without breaking older callers.
