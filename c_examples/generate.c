@@ -44,7 +44,9 @@ int main(int argc, char **argv) {
 
     emoe_session *session = NULL;
     if (emoe_session_new(model, 0, &session) != EMOE_STATUS_OK) {
-        fprintf(stderr, "session: %s\n", emoe_model_last_error(model));
+        char detail[256];
+        emoe_model_last_error_copy(model, detail, sizeof detail, NULL);
+        fprintf(stderr, "session: %s\n", detail);
         emoe_model_free(model);
         return 1;
     }

@@ -4,16 +4,24 @@
  *
  * Conventions:
  *  - Every function returns an emoe_status (EMOE_STATUS_OK = 0) and writes results to
- *    out-parameters only on success. Error detail: emoe_model_last_error /
- *    emoe_session_last_error (per handle, valid until the next call on that handle).
- *  - Handles: emoe_model (immutable after load, shared by any number of threads and sessions),
+ *    out-parameters only on success. Error detail: for a model (shared across threads),
+ *    emoe_model_last_error_copy copies it into the caller's buffer; for a session (one caller
+ *    at a time), emoe_session_last_error (valid until the next call on that session); loads
+ *    take an error buffer.
+ *  - Handles: emoe_model (thread-safe: shared by any number of threads and sessions; its
+ *    configuration changes only through emoe_model_set_memory_budget, itself thread-safe),
  *    emoe_session (one conversation; one caller at a time; emoe_session_cancel from any thread).
  *  - _free(NULL) is a no-op. NULL pointers, invalid UTF-8 and wrong sizes give
  *    EMOE_STATUS_INVALID_ARGUMENT. A bug inside is reported as EMOE_STATUS_INTERNAL and never
  *    unwinds into C.
+ *  - Callbacks are called on the thread stated in their doc and must not unwind into the
+ *    library: no C++ exception may leave them (catch it, return false, rethrow after the call,
+ *    as edgemoe.hpp does), no longjmp out of them.
  *  - Parameter structs are versioned by their first field, struct_size: initialise them with
  *    their _default function and then set fields. Fields added later take their defaults
- *    for a caller built against an older header.
+ *    for a caller built against an older header. A struct_size that is no version's size, or
+ *    a larger one (a newer header) that sets fields this library does not know, is refused.
+ *    Structs are passed by pointer, never embedded in one another, so each can grow.
  *  - Size-versioned result structs (emoe_stats): set struct_size to sizeof the struct before
  *    the call; the library writes at most that many bytes and sets struct_size to the number
  *    it wrote, so fields can be added at the end without breaking older callers.
@@ -27,13 +35,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#define EMOE_VERSION_MAJOR 0
+#define EMOE_VERSION_MINOR 1
+#define EMOE_VERSION_PATCH 0
+
 
 /**
  * Bumped whenever a change breaks binary compatibility. 2: `emoe_model_stats` writes only
  * `out->struct_size` bytes, which the caller must set (version 1 ignored it). 3: so do
  * `emoe_model_info`, `emoe_model_preflight` and `emoe_session_generate` (its stats).
+ * 4: `emoe_generate_params.sampling` is a pointer (it was embedded); a `struct_size` that is
+ * no version's size, or a larger one setting unknown fields, is refused; `emoe_status` is
+ * an `int32_t` in C.
  */
-#define EMOE_ABI_VERSION 3
+#define EMOE_ABI_VERSION 4
 
 /**
  * The most messages one call takes; more give `EMOE_STATUS_INVALID_ARGUMENT`.
@@ -109,9 +124,14 @@
 #define EMOE_POLICY_ADAPTIVE 5
 
 /**
- * Result of every edgemoe C function. The numbers are stable and never reused.
+ * Result of every edgemoe C function. The numbers are stable and never reused. 32 bits wide
+ * whatever the C compiler does with enums (`-fshort-enums`): in C the type is `int32_t`.
  */
-typedef enum emoe_status {
+enum emoe_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
   EMOE_STATUS_OK = 0,
   /**
    * A null pointer, a wrong struct size, invalid UTF-8, an out-of-range value.
@@ -153,17 +173,27 @@ typedef enum emoe_status {
    * A bug in edgemoe (a caught panic). The handle stays valid but its state is unspecified.
    */
   EMOE_STATUS_INTERNAL = 100,
-} emoe_status;
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum emoe_status emoe_status;
+#else
+typedef int32_t emoe_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 /**
  * A loaded model: resident weights, the expert pool and cache, the I/O backend, the tokenizer.
  *
- * Owned by the caller from `emoe_model_load*` until `emoe_model_free`. Immutable after load:
- * any number of threads may use one model at once (every function takes `const emoe_model *`),
- * and each `emoe_session` keeps it alive until the session is freed too.
+ * Owned by the caller from `emoe_model_load*` until `emoe_model_free`. Thread-safe: any number
+ * of threads may use one model at once (every function takes `const emoe_model *`); only
+ * `emoe_model_set_memory_budget` changes it after load, and it is thread-safe too. Each
+ * `emoe_session` keeps its model alive until the session is freed too. Error detail goes to
+ * the caller's buffer (`emoe_model_last_error_copy`), never to memory another thread frees.
  *
  * Functions: `emoe_model_load`, `emoe_model_load_fd`, `emoe_model_free`, `emoe_model_get_info`,
- * `emoe_model_last_error`, `emoe_tokenize`, `emoe_token_to_piece`, `emoe_session_new`.
+ * `emoe_model_set_memory_budget`, `emoe_model_stats`, `emoe_model_last_error_copy`,
+ * `emoe_model_last_error` (deprecated), `emoe_tokenize`, `emoe_token_to_piece`, `emoe_session_new`.
  */
 typedef struct emoe_model emoe_model;
 
@@ -192,7 +222,8 @@ typedef struct emoe_chat_message {
 
 /**
  * Called during loading with progress in [0, 1]; return false to cancel the load.
- * Called on the loading thread.
+ * Called on the loading thread. It must not throw a C++ exception or otherwise unwind into
+ * the library: catch inside and return false.
  */
 typedef bool (*emoe_progress_callback)(void *user_data, float progress);
 
@@ -210,11 +241,12 @@ typedef struct emoe_model_params {
   uint32_t backend;
   /**
    * Bytes the model may use in all (resident weights + KV cache + scratch + expert pool);
-   * 0 means no limit.
+   * 0 means no limit (as for `emoe_model_set_memory_budget`).
    */
   uint64_t memory_budget;
   /**
-   * Threads for the kernels; 0 means the number of physical cores.
+   * Threads for the kernels; 0 means the number of physical cores. At most four per
+   * logical CPU start (a larger count is clamped to that).
    */
   uint32_t n_threads;
   /**
@@ -298,7 +330,8 @@ typedef struct emoe_model_info {
 } emoe_model_info;
 
 /**
- * How to sample. Initialise with `emoe_sampling_params_default` (greedy).
+ * How to sample. Initialise with `emoe_sampling_params_default` (greedy). Passed by pointer
+ * (`emoe_generate_params.sampling`, `emoe_session_sample`), so fields can be added.
  */
 typedef struct emoe_sampling_params {
   uint32_t struct_size;
@@ -331,6 +364,10 @@ typedef struct emoe_sampling_params {
 
 /**
  * What `emoe_session_generate` does. Initialise with `emoe_generate_params_default`.
+ *
+ * ABI 4: the sampling parameters are behind a pointer (they were embedded by value, so
+ * `emoe_sampling_params` could never grow). A caller built against an older header still
+ * works: its struct, of the old size, is read with the old layout.
  */
 typedef struct emoe_generate_params {
   uint32_t struct_size;
@@ -342,7 +379,11 @@ typedef struct emoe_generate_params {
    * Add the model's BOS token before the prompt when it uses one.
    */
   bool add_bos;
-  struct emoe_sampling_params sampling;
+  /**
+   * How to sample: NULL for the defaults of `emoe_sampling_params_default` (greedy), else a
+   * struct initialised by it, read during the call only.
+   */
+  const struct emoe_sampling_params *sampling;
   /**
    * `n_stop` NUL-terminated UTF-8 stop strings (may be NULL when `n_stop` is 0).
    */
@@ -352,7 +393,10 @@ typedef struct emoe_generate_params {
 
 /**
  * Receives generated text, always whole UTF-8 characters (not NUL-terminated); return false
- * to stop generating. Called on the thread that called `emoe_session_generate`.
+ * to stop generating. Called on the thread that called `emoe_session_generate`. It must not
+ * throw a C++ exception or otherwise unwind into the library (that aborts the process or is
+ * undefined behaviour): catch inside, return false, and rethrow after the call returns (as
+ * edgemoe.hpp does).
  */
 typedef bool (*emoe_piece_callback)(void *user_data, const char *piece, size_t len);
 
@@ -366,7 +410,8 @@ typedef struct emoe_generate_stats {
   double prompt_seconds;
   double decode_seconds;
   /**
-   * 0 end of sequence, 1 max tokens, 2 stop string, 3 context full, 4 callback asked to stop.
+   * 0 end of sequence, 1 max tokens, 2 stop string, 3 context full, 4 callback asked to
+   * stop, 5 cancelled (`emoe_session_cancel`).
    */
   uint32_t stop_reason;
 } emoe_generate_stats;
@@ -524,12 +569,12 @@ const char *emoe_status_string(int32_t status);
  * `EMOE_CHAT_MAX_MESSAGES` messages, bad `extra_json`, a template syntax error, the
  * template's `raise_exception` (e.g. roles that do not alternate), and a render past its
  * limits (5 M instructions, 1 MiB of output, nesting 200). The message is in
- * `emoe_model_last_error` when `model` is not NULL.
+ * `emoe_model_last_error_copy` when `model` is not NULL.
  *
  * # Safety
  * Pointers must be NULL or valid as described; `messages` points to `n_messages` elements.
  */
-enum emoe_status emoe_chat_apply_template(const struct emoe_model *model, const char *tmpl, const struct emoe_chat_message *messages, size_t n_messages, bool add_generation_prompt, const char *extra_json, char *buf, size_t capacity, size_t *out_len);
+emoe_status emoe_chat_apply_template(const struct emoe_model *model, const char *tmpl, const struct emoe_chat_message *messages, size_t n_messages, bool add_generation_prompt, const char *extra_json, char *buf, size_t capacity, size_t *out_len);
 
 /**
  * Writes the text of a model's chat template to `buf`: the default one when `name` is NULL,
@@ -541,7 +586,20 @@ enum emoe_status emoe_chat_apply_template(const struct emoe_model *model, const 
  * # Safety
  * Pointers must be NULL or valid as described.
  */
-enum emoe_status emoe_model_chat_template(const struct emoe_model *model, const char *name, char *buf, size_t capacity, size_t *out_len);
+emoe_status emoe_model_chat_template(const struct emoe_model *model, const char *name, char *buf, size_t capacity, size_t *out_len);
+
+/**
+ * Copies the message of the last failed call on `model` into `buf` (at most `buf_len` bytes,
+ * always NUL-terminated when `buf_len > 0`, truncated to fit) and writes its full length
+ * (without the NUL) to `*out_len` when `out_len` is not NULL. "" after a success. `buf` may be
+ * NULL with `buf_len` 0 to ask for the length. Safe while other threads use the model; with
+ * several threads failing at once the message may be another thread's.
+ *
+ * # Safety
+ * `model` must be NULL or a live handle; `buf` NULL or writable for `buf_len` bytes; `out_len`
+ * NULL or writable.
+ */
+emoe_status emoe_model_last_error_copy(const struct emoe_model *model, char *buf, size_t buf_len, size_t *out_len);
 
 /**
  * Loads the model at `path` (NUL-terminated UTF-8). `params` may be NULL for defaults.
@@ -551,7 +609,7 @@ enum emoe_status emoe_model_chat_template(const struct emoe_model *model, const 
  * # Safety
  * Pointers must be NULL or valid for their use as described.
  */
-enum emoe_status emoe_model_load(const char *path, const struct emoe_model_params *params, struct emoe_model **out_model, char *error_buf, size_t error_buf_len);
+emoe_status emoe_model_load(const char *path, const struct emoe_model_params *params, struct emoe_model **out_model, char *error_buf, size_t error_buf_len);
 
 /**
  * Loads a model from an open file descriptor: the GGUF file occupies `length` bytes starting
@@ -563,7 +621,7 @@ enum emoe_status emoe_model_load(const char *path, const struct emoe_model_param
  * # Safety
  * Pointers must be NULL or valid for their use as described.
  */
-enum emoe_status emoe_model_load_fd(int32_t fd, uint64_t offset, uint64_t length, const struct emoe_model_params *params, struct emoe_model **out_model, char *error_buf, size_t error_buf_len);
+emoe_status emoe_model_load_fd(int32_t fd, uint64_t offset, uint64_t length, const struct emoe_model_params *params, struct emoe_model **out_model, char *error_buf, size_t error_buf_len);
 
 /**
  * Frees a model. NULL is a no-op. Sessions created from it stay valid until they are freed.
@@ -574,8 +632,12 @@ enum emoe_status emoe_model_load_fd(int32_t fd, uint64_t offset, uint64_t length
 void emoe_model_free(struct emoe_model *model);
 
 /**
- * The message of the last failed call on `model` (empty when the last call succeeded).
- * Valid until the next call on the same model. NULL model gives "".
+ * Deprecated: use `emoe_model_last_error_copy`. The message of the last failed call on
+ * `model` ("" after a success or for NULL), as a string with static storage: the pointer stays
+ * valid for the life of the process even while other threads use the model (the same text
+ * gives the same pointer; after many distinct messages a fixed text asking for
+ * `emoe_model_last_error_copy` is returned instead). With several threads failing at once the
+ * message may be another thread's. Never free it.
  *
  * # Safety
  * `model` must be NULL or a live handle.
@@ -589,17 +651,19 @@ const char *emoe_model_last_error(const struct emoe_model *model);
  * # Safety
  * `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
  */
-enum emoe_status emoe_model_get_info(const struct emoe_model *model, struct emoe_model_info *out);
+emoe_status emoe_model_get_info(const struct emoe_model *model, struct emoe_model_info *out);
 
 /**
  * Changes the memory budget of a model loaded with one (an app's memory-pressure callback).
  * Lowering evicts cached experts down to the new pool size before returning. A budget below
- * the minimum gives `EMOE_STATUS_BUDGET_TOO_SMALL` and leaves the model as it was.
+ * the minimum gives `EMOE_STATUS_BUDGET_TOO_SMALL` and leaves the model as it was. 0 means no
+ * limit, as at load: the pool may hold every expert. A model loaded without a budget gives
+ * `EMOE_STATUS_INVALID_ARGUMENT` (load it with one to stream its experts). Thread-safe.
  *
  * # Safety
  * `model` must be NULL or a live handle.
  */
-enum emoe_status emoe_model_set_memory_budget(const struct emoe_model *model, uint64_t memory_budget);
+emoe_status emoe_model_set_memory_budget(const struct emoe_model *model, uint64_t memory_budget);
 
 /**
  * Writes the defaults (and `struct_size`) into `*out`.
@@ -607,7 +671,7 @@ enum emoe_status emoe_model_set_memory_budget(const struct emoe_model *model, ui
  * # Safety
  * `out` must be NULL or point to writable memory for the struct.
  */
-enum emoe_status emoe_model_params_default(struct emoe_model_params *out);
+emoe_status emoe_model_params_default(struct emoe_model_params *out);
 
 /**
  * Writes the defaults (and `struct_size`) into `*out`.
@@ -615,7 +679,7 @@ enum emoe_status emoe_model_params_default(struct emoe_model_params *out);
  * # Safety
  * `out` must be NULL or point to writable memory for the struct.
  */
-enum emoe_status emoe_sampling_params_default(struct emoe_sampling_params *out);
+emoe_status emoe_sampling_params_default(struct emoe_sampling_params *out);
 
 /**
  * Writes the defaults (and `struct_size`) into `*out`.
@@ -623,16 +687,20 @@ enum emoe_status emoe_sampling_params_default(struct emoe_sampling_params *out);
  * # Safety
  * `out` must be NULL or point to writable memory for the struct.
  */
-enum emoe_status emoe_generate_params_default(struct emoe_generate_params *out);
+emoe_status emoe_generate_params_default(struct emoe_generate_params *out);
 
 /**
- * Creates a session on `model` with room for `context_length` tokens (0: the model's
- * context length) and writes it to `*out_session`.
+ * Creates a session on `model` with room for `context_length` tokens and writes it to
+ * `*out_session`. 0: the context the model's memory budget reserved (`context_length` of
+ * `emoe_model_params`), or without a budget the model's context length. A model loaded with a
+ * memory budget refuses a larger context with `EMOE_STATUS_BUDGET_TOO_SMALL` (the message
+ * names the context the budget allows); a KV cache that cannot be allocated gives
+ * `EMOE_STATUS_INVALID_ARGUMENT`, never an abort.
  *
  * # Safety
  * `model` must be NULL or a live handle; `out_session` NULL or writable.
  */
-enum emoe_status emoe_session_new(const struct emoe_model *model, uint32_t context_length, struct emoe_session **out_session);
+emoe_status emoe_session_new(const struct emoe_model *model, uint32_t context_length, struct emoe_session **out_session);
 
 /**
  * Frees a session. NULL is a no-op.
@@ -643,7 +711,9 @@ enum emoe_status emoe_session_new(const struct emoe_model *model, uint32_t conte
 void emoe_session_free(struct emoe_session *session);
 
 /**
- * The message of the last failed call on `session` ("" after a success or for NULL).
+ * The message of the last failed call on `session` ("" after a success or for NULL), valid
+ * until the next call on the session (a session has one caller at a time, so no other thread
+ * replaces it).
  *
  * # Safety
  * `session` must be NULL or a live handle.
@@ -651,15 +721,17 @@ void emoe_session_free(struct emoe_session *session);
 const char *emoe_session_last_error(const struct emoe_session *session);
 
 /**
- * Stops the session's current evaluation or generation (it returns `EMOE_STATUS_CANCELLED`)
- * or, when idle, its next one, during prompt processing as well as decoding. Expert reads in
- * flight are stopped too (those not yet started by the device; another session that still
- * needs one reads it again). Any thread, any time. The session stays usable.
+ * Stops the session's call in progress (`emoe_session_eval` or `emoe_session_generate`, which
+ * then returns `EMOE_STATUS_CANCELLED`), during prompt processing as well as decoding, and
+ * nothing after it: a cancel while the session is idle does nothing. Expert reads in flight
+ * are stopped too (those not yet started by the device; another session that still needs one
+ * reads it again). Any thread, any time. The session stays usable; the tokens evaluated
+ * before the cancel stay in it.
  *
  * # Safety
  * `session` must be NULL or a live handle.
  */
-enum emoe_status emoe_session_cancel(const struct emoe_session *session);
+emoe_status emoe_session_cancel(const struct emoe_session *session);
 
 /**
  * Forgets the conversation (the KV cache and sampling history).
@@ -667,7 +739,7 @@ enum emoe_status emoe_session_cancel(const struct emoe_session *session);
  * # Safety
  * `session` must be NULL or a live handle.
  */
-enum emoe_status emoe_session_reset(struct emoe_session *session);
+emoe_status emoe_session_reset(struct emoe_session *session);
 
 /**
  * Writes the number of tokens in the session's KV cache to `*out`.
@@ -675,7 +747,7 @@ enum emoe_status emoe_session_reset(struct emoe_session *session);
  * # Safety
  * `session` must be NULL or a live handle; `out` NULL or writable.
  */
-enum emoe_status emoe_session_position(const struct emoe_session *session, size_t *out);
+emoe_status emoe_session_position(const struct emoe_session *session, size_t *out);
 
 /**
  * Evaluates `n_tokens` tokens after those already in the session; the logits of the last
@@ -684,7 +756,7 @@ enum emoe_status emoe_session_position(const struct emoe_session *session, size_
  * # Safety
  * `session` must be NULL or a live handle; `tokens` valid for `n_tokens` ids.
  */
-enum emoe_status emoe_session_eval(struct emoe_session *session, const int32_t *tokens, size_t n_tokens);
+emoe_status emoe_session_eval(struct emoe_session *session, const int32_t *tokens, size_t n_tokens);
 
 /**
  * Points `*logits` at the last evaluated token's logits (`*n_vocab` floats), valid until the
@@ -693,7 +765,7 @@ enum emoe_status emoe_session_eval(struct emoe_session *session, const int32_t *
  * # Safety
  * `session` must be NULL or a live handle; out-pointers NULL or writable.
  */
-enum emoe_status emoe_session_logits(struct emoe_session *session, const float **logits, size_t *n_vocab);
+emoe_status emoe_session_logits(struct emoe_session *session, const float **logits, size_t *n_vocab);
 
 /**
  * Samples the next token from the last logits with `params` (NULL: greedy) and writes it to
@@ -703,19 +775,23 @@ enum emoe_status emoe_session_logits(struct emoe_session *session, const float *
  * # Safety
  * `session` must be NULL or a live handle; `params` NULL or initialised; `out_token` writable.
  */
-enum emoe_status emoe_session_sample(struct emoe_session *session, const struct emoe_sampling_params *params, int32_t *out_token);
+emoe_status emoe_session_sample(struct emoe_session *session, const struct emoe_sampling_params *params, int32_t *out_token);
 
 /**
  * Generates a continuation of `prompt` (`prompt_len` bytes of UTF-8) after what the session
  * holds, calling `callback` with each piece of text (whole UTF-8 characters) on this thread.
  * `params` may be NULL for defaults; `stats` may be NULL, else its `struct_size` must be set
- * to `sizeof(emoe_generate_stats)` (versioned by size like `emoe_stats`).
+ * to `sizeof(emoe_generate_stats)` (versioned by size like `emoe_stats`). The stats are
+ * written on success and also after `EMOE_STATUS_CANCELLED` (stop reason 5) and
+ * `EMOE_STATUS_CONTEXT_FULL` (stop reason 3), with what was done before the stop.
+ * `emoe_session_cancel` from another thread stops the whole call, prompt included.
+ * The callback must not unwind (throw a C++ exception, longjmp) through this function.
  *
  * # Safety
  * Pointers must be NULL or valid as described; the callback must be safe to call with
  * `user_data`.
  */
-enum emoe_status emoe_session_generate(struct emoe_session *session, const char *prompt, size_t prompt_len, const struct emoe_generate_params *params, emoe_piece_callback callback, void *user_data, struct emoe_generate_stats *stats);
+emoe_status emoe_session_generate(struct emoe_session *session, const char *prompt, size_t prompt_len, const struct emoe_generate_params *params, emoe_piece_callback callback, void *user_data, struct emoe_generate_stats *stats);
 
 /**
  * Tells, before loading, how much memory the model at `path` needs for `context_length`
@@ -726,7 +802,7 @@ enum emoe_status emoe_session_generate(struct emoe_session *session, const char 
  * # Safety
  * `path` must be NULL or NUL-terminated; `out` NULL or writable for `out->struct_size` bytes.
  */
-enum emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, uint32_t context_length, struct emoe_preflight *out);
+emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, uint32_t context_length, struct emoe_preflight *out);
 
 /**
  * Writes the model's expert-streaming figures to `*out`, whose `struct_size` the caller sets
@@ -736,7 +812,7 @@ enum emoe_status emoe_model_preflight(const char *path, uint64_t memory_budget, 
  * # Safety
  * `model` must be NULL or a live handle; `out` NULL or writable for `out->struct_size` bytes.
  */
-enum emoe_status emoe_model_stats(const struct emoe_model *model, struct emoe_stats *out);
+emoe_status emoe_model_stats(const struct emoe_model *model, struct emoe_stats *out);
 
 /**
  * Tokenizes `len` bytes of UTF-8 `text`. Writes up to `capacity` ids to `tokens` and the
@@ -746,7 +822,7 @@ enum emoe_status emoe_model_stats(const struct emoe_model *model, struct emoe_st
  * # Safety
  * Pointers must be NULL or valid for the given lengths.
  */
-enum emoe_status emoe_tokenize(const struct emoe_model *model, const char *text, size_t len, bool add_bos, int32_t *tokens, size_t capacity, size_t *n_tokens);
+emoe_status emoe_tokenize(const struct emoe_model *model, const char *text, size_t len, bool add_bos, int32_t *tokens, size_t capacity, size_t *n_tokens);
 
 /**
  * Writes the bytes token `token` stands for (not NUL-terminated; may be part of a UTF-8
@@ -756,14 +832,10 @@ enum emoe_status emoe_tokenize(const struct emoe_model *model, const char *text,
  * # Safety
  * Pointers must be NULL or valid for the given lengths.
  */
-enum emoe_status emoe_token_to_piece(const struct emoe_model *model, int32_t token, char *buf, size_t capacity, size_t *len);
+emoe_status emoe_token_to_piece(const struct emoe_model *model, int32_t token, char *buf, size_t capacity, size_t *len);
 
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
 
 #endif  /* EDGEMOE_H */
-
-#define EMOE_VERSION_MAJOR 0
-#define EMOE_VERSION_MINOR 1
-#define EMOE_VERSION_PATCH 0

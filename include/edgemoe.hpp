@@ -2,6 +2,8 @@
 #ifndef EDGEMOE_HPP
 #define EDGEMOE_HPP
 
+#include <algorithm>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -59,8 +61,24 @@ public:
 
 private:
     void check(emoe_status st) const {
-        if (st != EMOE_STATUS_OK) throw Error(st, emoe_model_last_error(get()));
+        if (st != EMOE_STATUS_OK) throw Error(st, last_error(get()));
     }
+
+public:
+    /// The model's last error, copied under the library's lock (safe while other threads use
+    /// the model).
+    static std::string last_error(const emoe_model *model) {
+        char buf[512] = {0};
+        size_t len = 0;
+        if (emoe_model_last_error_copy(model, buf, sizeof buf, &len) != EMOE_STATUS_OK) return {};
+        if (len < sizeof buf) return std::string(buf, len);
+        std::string full(len + 1, '\0');
+        emoe_model_last_error_copy(model, full.data(), full.size(), &len);
+        full.resize(std::min(len, full.size() - 1));
+        return full;
+    }
+
+private:
     std::shared_ptr<emoe_model> handle_;
 };
 
@@ -70,25 +88,34 @@ public:
     explicit Session(const Model &model, uint32_t context_length = 0) : model_(model) {
         emoe_session *raw = nullptr;
         emoe_status st = emoe_session_new(model.get(), context_length, &raw);
-        if (st != EMOE_STATUS_OK) throw Error(st, emoe_model_last_error(model.get()));
+        if (st != EMOE_STATUS_OK) throw Error(st, Model::last_error(model.get()));
         handle_.reset(raw);
     }
 
-    /// Streams the continuation of `prompt` to `on_piece`; return false from it to stop.
+    /// Streams the continuation of `prompt` to `on_piece`; return false from it to stop. An
+    /// exception thrown by `on_piece` stops the generation and is rethrown here once the C call
+    /// has returned (it never crosses the C library).
     emoe_generate_stats generate(std::string_view prompt, const std::function<bool(std::string_view)> &on_piece,
                                  const emoe_generate_params *params = nullptr) {
         emoe_generate_stats stats{};
         stats.struct_size = sizeof stats;
+        struct Call {
+            const std::function<bool(std::string_view)> *on_piece;
+            std::exception_ptr error;
+        } call{&on_piece, nullptr};
         auto trampoline = [](void *user, const char *piece, size_t len) -> bool {
-            auto *f = static_cast<const std::function<bool(std::string_view)> *>(user);
+            auto *c = static_cast<Call *>(user);
             try {
-                return (*f)(std::string_view(piece, len));
+                return (*c->on_piece)(std::string_view(piece, len));
             } catch (...) {
-                return false;  // never let a C++ exception cross the C library
+                c->error = std::current_exception();  // rethrown after the C call returns
+                return false;
             }
         };
-        check(emoe_session_generate(handle_.get(), prompt.data(), prompt.size(), params, trampoline,
-                                    const_cast<std::function<bool(std::string_view)> *>(&on_piece), &stats));
+        emoe_status st = emoe_session_generate(handle_.get(), prompt.data(), prompt.size(), params, trampoline,
+                                               &call, &stats);
+        if (call.error) std::rethrow_exception(call.error);
+        check(st);
         return stats;
     }
 

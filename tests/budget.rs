@@ -115,3 +115,35 @@ fn streamed_from_a_descriptor_region_equals_resident() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A session larger than the context the budget reserved is refused, naming the context the
+/// budget allows; no context asks for exactly that one. Without a budget any context the
+/// memory allows is taken, and one it cannot hold is an error, not an abort.
+#[test]
+fn a_session_never_exceeds_the_budgets_context() {
+    let min = match load(0, Backend::Pread) {
+        Err(edgemoe::Error::BudgetTooSmall { needed, .. }) => needed,
+        other => panic!("{other:?}", other = other.err()),
+    };
+    let model = Arc::new(load(min + (1 << 20), Backend::Pread).unwrap());
+    assert_eq!(model.budget().unwrap().context_length, 64);
+    match Session::new(model.clone(), Some(65)) {
+        Err(edgemoe::Error::BudgetTooSmall {
+            needed,
+            budget,
+            detail,
+        }) => {
+            assert!(needed > budget);
+            assert!(detail.contains("at most 64 tokens"), "{detail}");
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    assert_eq!(Session::new(model.clone(), None).unwrap().capacity(), 64);
+    assert_eq!(Session::new(model, Some(64)).unwrap().capacity(), 64);
+    let resident = Arc::new(Model::load(&demo()).unwrap());
+    assert!(matches!(
+        Session::new(resident.clone(), Some(1 << 40)),
+        Err(edgemoe::Error::InvalidArgument(_))
+    ));
+    assert!(Session::new(resident, Some(65)).is_ok());
+}

@@ -1,6 +1,7 @@
 //! The C examples and the C contract test, built with CMake against the cdylib and staticlib
 //! and run by ctest. Needs cmake (with ctest), a C and a C++ compiler, and on Linux
-//! AddressSanitizer and `nm`: when one is missing the test fails and says what to install.
+//! AddressSanitizer, valgrind, `nm` and `readelf`: when one is missing the test fails and says
+//! what to install.
 //! `EDGEMOE_SKIP_C_TESTS=1` skips it on request (CI never sets it).
 
 use std::path::Path;
@@ -58,6 +59,11 @@ fn missing_tools() -> Vec<&'static str> {
     if compiler("CXX", &["c++", "g++", "clang++"]).is_none() {
         missing.push("a C++ compiler (c++, g++ or clang++, or $CXX)");
     }
+    // The contract test runs under valgrind on Linux (CMake's EDGEMOE_REQUIRE_TEST_TOOLS
+    // fails there too, but this says it first and plainly).
+    if cfg!(target_os = "linux") && !runs("valgrind") {
+        missing.push("valgrind");
+    }
     missing
 }
 
@@ -73,7 +79,7 @@ fn cmake_examples_and_contract_tests() {
     assert!(
         missing.is_empty(),
         "the C API tests cannot run: missing {}. Install them (Debian/Ubuntu: \
-         apt-get install cmake gcc g++), or set {OPT_OUT}=1 to skip this test on purpose",
+         apt-get install cmake gcc g++ valgrind), or set {OPT_OUT}=1 to skip this test on purpose",
         missing.join(", ")
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -135,4 +141,31 @@ fn cmake_examples_and_contract_tests() {
         prefix.join("lib/pkgconfig/edgemoe.pc").exists()
             || prefix.join("lib64/pkgconfig/edgemoe.pc").exists()
     );
+    if cfg!(target_os = "linux") {
+        // libedgemoe.so.N (N the ABI version), stripped, its debug info beside it, and the
+        // libedgemoe.so link for linkers.
+        let libdir = ["lib", "lib64"]
+            .iter()
+            .map(|d| prefix.join(d))
+            .find(|d| d.join("libedgemoe.so").exists())
+            .expect("an installed libedgemoe.so");
+        let soname = format!("libedgemoe.so.{}", edgemoe::capi::EMOE_ABI_VERSION);
+        let lib = libdir.join(&soname);
+        assert!(lib.exists() && libdir.join(format!("{soname}.debug")).exists());
+        assert_eq!(
+            std::fs::read_link(libdir.join("libedgemoe.so")).unwrap(),
+            Path::new(&soname)
+        );
+        let sections = Command::new("readelf")
+            .arg("-S")
+            .arg(&lib)
+            .output()
+            .unwrap();
+        let sections = String::from_utf8_lossy(&sections.stdout);
+        assert!(sections.contains(".gnu_debuglink"), "{sections}");
+        assert!(
+            !sections.contains(".debug_info"),
+            "the installed library has debug info"
+        );
+    }
 }

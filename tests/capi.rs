@@ -389,3 +389,75 @@ fn stats_struct_size_and_null_pointers() {
         emoe_model_free(out);
     }
 }
+
+/// `emoe_model_last_error_copy` writes into the caller's buffer: truncated and NUL-terminated
+/// when it is small, the full length reported; "" after a success; the length alone for a
+/// NULL buffer of length 0. `emoe_model_last_error` gives the same text, from storage that
+/// stays valid.
+#[test]
+fn model_errors_are_copied_into_caller_memory() {
+    let model = Model::load(&demo(), &default_params());
+    let mut piece = [0 as c_char; 8];
+    let mut n = 0usize;
+    // SAFETY: a live model and writable buffers.
+    let st = unsafe { emoe_token_to_piece(model.0, -5, piece.as_mut_ptr(), piece.len(), &mut n) };
+    assert_eq!(st, EMOE_STATUS_INVALID_ARGUMENT);
+    let mut len = 0usize;
+    // SAFETY: a NULL buffer of length 0 asks for the length.
+    let st = unsafe { emoe_model_last_error_copy(model.0, null_mut(), 0, &mut len) };
+    assert_eq!(st, EMOE_STATUS_OK);
+    let mut full = vec![0 as c_char; len + 1];
+    // SAFETY: writable for its length.
+    let st =
+        unsafe { emoe_model_last_error_copy(model.0, full.as_mut_ptr(), full.len(), null_mut()) };
+    assert_eq!(st, EMOE_STATUS_OK);
+    // SAFETY: NUL-terminated by the call.
+    let text = unsafe { CStr::from_ptr(full.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text.len(), len);
+    assert!(text.contains("-5"), "{text}");
+    // SAFETY: a live model; the pointer stays valid.
+    let interned = unsafe { CStr::from_ptr(emoe_model_last_error(model.0)) };
+    assert_eq!(interned.to_str().unwrap(), text);
+    let mut small = [0x7f as c_char; 5];
+    let mut reported = 0usize;
+    // SAFETY: writable for its length.
+    let st = unsafe {
+        emoe_model_last_error_copy(model.0, small.as_mut_ptr(), small.len(), &mut reported)
+    };
+    assert_eq!((st, reported), (EMOE_STATUS_OK, len));
+    assert_eq!(small[4], 0);
+    // SAFETY: NUL-terminated by the call.
+    assert_eq!(
+        unsafe { CStr::from_ptr(small.as_ptr()) }.to_bytes(),
+        &text.as_bytes()[..4]
+    );
+    // SAFETY: a NULL buffer with a length is refused, a NULL model too.
+    unsafe {
+        assert_eq!(
+            emoe_model_last_error_copy(model.0, null_mut(), 4, null_mut()),
+            EMOE_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            emoe_model_last_error_copy(null(), small.as_mut_ptr(), 5, null_mut()),
+            EMOE_STATUS_INVALID_ARGUMENT
+        );
+    }
+    // A success clears it.
+    let mut info = emoe_model_info {
+        struct_size: size_of::<emoe_model_info>() as u32,
+        ..Default::default()
+    };
+    // SAFETY: a live model and a writable struct.
+    assert_eq!(
+        unsafe { emoe_model_get_info(model.0, &mut info) },
+        EMOE_STATUS_OK
+    );
+    // SAFETY: as above.
+    let st = unsafe {
+        emoe_model_last_error_copy(model.0, small.as_mut_ptr(), small.len(), &mut reported)
+    };
+    assert_eq!((st, reported, small[0]), (EMOE_STATUS_OK, 0, 0));
+}

@@ -113,7 +113,7 @@ unsafe fn write_text(
 /// `EMOE_CHAT_MAX_MESSAGES` messages, bad `extra_json`, a template syntax error, the
 /// template's `raise_exception` (e.g. roles that do not alternate), and a render past its
 /// limits (5 M instructions, 1 MiB of output, nesting 200). The message is in
-/// `emoe_model_last_error` when `model` is not NULL.
+/// `emoe_model_last_error_copy` when `model` is not NULL.
 ///
 /// # Safety
 /// Pointers must be NULL or valid as described; `messages` points to `n_messages` elements.

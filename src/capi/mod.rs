@@ -8,6 +8,7 @@
 #![allow(non_camel_case_types)]
 
 mod chat;
+mod errors;
 mod model;
 mod params;
 mod session;
@@ -20,6 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use parking_lot::Mutex;
 
 pub use chat::*;
+pub use errors::*;
 pub use model::*;
 pub use params::*;
 pub use session::*;
@@ -28,8 +30,9 @@ pub use vocab::*;
 
 use crate::Error;
 
-/// Result of every edgemoe C function. The numbers are stable and never reused.
-#[repr(C)]
+/// Result of every edgemoe C function. The numbers are stable and never reused. 32 bits wide
+/// whatever the C compiler does with enums (`-fshort-enums`): in C the type is `int32_t`.
+#[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum emoe_status {
     EMOE_STATUS_OK = 0,
@@ -207,7 +210,10 @@ pub extern "C" fn emoe_abi_version() -> u32 {
 /// Bumped whenever a change breaks binary compatibility. 2: `emoe_model_stats` writes only
 /// `out->struct_size` bytes, which the caller must set (version 1 ignored it). 3: so do
 /// `emoe_model_info`, `emoe_model_preflight` and `emoe_session_generate` (its stats).
-pub const EMOE_ABI_VERSION: u32 = 3;
+/// 4: `emoe_generate_params.sampling` is a pointer (it was embedded); a `struct_size` that is
+/// no version's size, or a larger one setting unknown fields, is refused; `emoe_status` is
+/// an `int32_t` in C.
+pub const EMOE_ABI_VERSION: u32 = 4;
 
 /// A short description of a status, e.g. "invalid argument". Static storage.
 #[no_mangle]

@@ -9,12 +9,15 @@ use crate::engine::{LoadOptions, Model};
 
 /// A loaded model: resident weights, the expert pool and cache, the I/O backend, the tokenizer.
 ///
-/// Owned by the caller from `emoe_model_load*` until `emoe_model_free`. Immutable after load:
-/// any number of threads may use one model at once (every function takes `const emoe_model *`),
-/// and each `emoe_session` keeps it alive until the session is freed too.
+/// Owned by the caller from `emoe_model_load*` until `emoe_model_free`. Thread-safe: any number
+/// of threads may use one model at once (every function takes `const emoe_model *`); only
+/// `emoe_model_set_memory_budget` changes it after load, and it is thread-safe too. Each
+/// `emoe_session` keeps its model alive until the session is freed too. Error detail goes to
+/// the caller's buffer (`emoe_model_last_error_copy`), never to memory another thread frees.
 ///
 /// Functions: `emoe_model_load`, `emoe_model_load_fd`, `emoe_model_free`, `emoe_model_get_info`,
-/// `emoe_model_last_error`, `emoe_tokenize`, `emoe_token_to_piece`, `emoe_session_new`.
+/// `emoe_model_set_memory_budget`, `emoe_model_stats`, `emoe_model_last_error_copy`,
+/// `emoe_model_last_error` (deprecated), `emoe_tokenize`, `emoe_token_to_piece`, `emoe_session_new`.
 pub struct emoe_model {
     pub(crate) model: Arc<Model>,
     pub(crate) error: LastError,
@@ -232,8 +235,12 @@ pub unsafe extern "C" fn emoe_model_free(model: *mut emoe_model) {
     }));
 }
 
-/// The message of the last failed call on `model` (empty when the last call succeeded).
-/// Valid until the next call on the same model. NULL model gives "".
+/// Deprecated: use `emoe_model_last_error_copy`. The message of the last failed call on
+/// `model` ("" after a success or for NULL), as a string with static storage: the pointer stays
+/// valid for the life of the process even while other threads use the model (the same text
+/// gives the same pointer; after many distinct messages a fixed text asking for
+/// `emoe_model_last_error_copy` is returned instead). With several threads failing at once the
+/// message may be another thread's. Never free it.
 ///
 /// # Safety
 /// `model` must be NULL or a live handle.
@@ -241,7 +248,7 @@ pub unsafe extern "C" fn emoe_model_free(model: *mut emoe_model) {
 pub unsafe extern "C" fn emoe_model_last_error(model: *const emoe_model) -> *const c_char {
     // SAFETY: NULL or a live handle, by contract.
     match unsafe { model.as_ref() } {
-        Some(m) => m.error.as_ptr(),
+        Some(m) => m.error.interned(),
         None => c"".as_ptr(),
     }
 }
@@ -285,7 +292,9 @@ pub unsafe extern "C" fn emoe_model_get_info(
 
 /// Changes the memory budget of a model loaded with one (an app's memory-pressure callback).
 /// Lowering evicts cached experts down to the new pool size before returning. A budget below
-/// the minimum gives `EMOE_STATUS_BUDGET_TOO_SMALL` and leaves the model as it was.
+/// the minimum gives `EMOE_STATUS_BUDGET_TOO_SMALL` and leaves the model as it was. 0 means no
+/// limit, as at load: the pool may hold every expert. A model loaded without a budget gives
+/// `EMOE_STATUS_INVALID_ARGUMENT` (load it with one to stream its experts). Thread-safe.
 ///
 /// # Safety
 /// `model` must be NULL or a live handle.
@@ -299,7 +308,12 @@ pub unsafe extern "C" fn emoe_model_set_memory_budget(
         return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
     };
     boundary(Some(&m.error), || {
-        Ok(m.model.set_memory_budget(memory_budget)?)
+        let budget = match (memory_budget, m.model.budget()) {
+            // No limit: room for every expert on top of the fixed parts.
+            (0, Some(plan)) => (plan.budget - plan.pool).saturating_add(plan.max_pool),
+            _ => memory_budget,
+        };
+        Ok(m.model.set_memory_budget(budget)?)
     })
 }
 

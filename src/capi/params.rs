@@ -38,12 +38,16 @@ pub const EMOE_POLICY_FORWARD: u32 = 4;
 pub const EMOE_POLICY_ADAPTIVE: u32 = 5;
 
 /// Called during loading with progress in [0, 1]; return false to cancel the load.
-/// Called on the loading thread.
+/// Called on the loading thread. It must not throw a C++ exception or otherwise unwind into
+/// the library: catch inside and return false.
 pub type emoe_progress_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, progress: f32) -> bool>;
 
 /// Receives generated text, always whole UTF-8 characters (not NUL-terminated); return false
-/// to stop generating. Called on the thread that called `emoe_session_generate`.
+/// to stop generating. Called on the thread that called `emoe_session_generate`. It must not
+/// throw a C++ exception or otherwise unwind into the library (that aborts the process or is
+/// undefined behaviour): catch inside, return false, and rethrow after the call returns (as
+/// edgemoe.hpp does).
 pub type emoe_piece_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, piece: *const c_char, len: usize) -> bool>;
 
@@ -56,9 +60,10 @@ pub struct emoe_model_params {
     /// One of `EMOE_BACKEND_*`.
     pub backend: u32,
     /// Bytes the model may use in all (resident weights + KV cache + scratch + expert pool);
-    /// 0 means no limit.
+    /// 0 means no limit (as for `emoe_model_set_memory_budget`).
     pub memory_budget: u64,
-    /// Threads for the kernels; 0 means the number of physical cores.
+    /// Threads for the kernels; 0 means the number of physical cores. At most four per
+    /// logical CPU start (a larger count is clamped to that).
     pub n_threads: u32,
     /// Layers of router look-ahead used to preload experts; 0 turns preloading off.
     pub lookahead: u32,
@@ -119,7 +124,8 @@ impl Default for emoe_model_params {
     }
 }
 
-/// How to sample. Initialise with `emoe_sampling_params_default` (greedy).
+/// How to sample. Initialise with `emoe_sampling_params_default` (greedy). Passed by pointer
+/// (`emoe_generate_params.sampling`, `emoe_session_sample`), so fields can be added.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct emoe_sampling_params {
@@ -170,6 +176,10 @@ impl emoe_sampling_params {
 }
 
 /// What `emoe_session_generate` does. Initialise with `emoe_generate_params_default`.
+///
+/// ABI 4: the sampling parameters are behind a pointer (they were embedded by value, so
+/// `emoe_sampling_params` could never grow). A caller built against an older header still
+/// works: its struct, of the old size, is read with the old layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct emoe_generate_params {
@@ -178,7 +188,9 @@ pub struct emoe_generate_params {
     pub max_tokens: u32,
     /// Add the model's BOS token before the prompt when it uses one.
     pub add_bos: bool,
-    pub sampling: emoe_sampling_params,
+    /// How to sample: NULL for the defaults of `emoe_sampling_params_default` (greedy), else a
+    /// struct initialised by it, read during the call only.
+    pub sampling: *const emoe_sampling_params,
     /// `n_stop` NUL-terminated UTF-8 stop strings (may be NULL when `n_stop` is 0).
     pub stop: *const *const c_char,
     pub n_stop: usize,
@@ -190,11 +202,71 @@ impl Default for emoe_generate_params {
             struct_size: std::mem::size_of::<Self>() as u32,
             max_tokens: 128,
             add_bos: true,
-            sampling: emoe_sampling_params::default(),
+            sampling: std::ptr::null(),
             stop: std::ptr::null(),
             n_stop: 0,
         }
     }
+}
+
+/// `emoe_generate_params` up to ABI 3, with the sampling parameters embedded. Read only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GenerateParamsV1 {
+    struct_size: u32,
+    max_tokens: u32,
+    add_bos: bool,
+    sampling: emoe_sampling_params,
+    stop: *const *const c_char,
+    n_stop: usize,
+}
+
+/// `emoe_generate_params` as read from any version of the caller's header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GenerateRequest {
+    pub max_tokens: u32,
+    pub add_bos: bool,
+    pub sampling: emoe_sampling_params,
+    pub stop: *const *const c_char,
+    pub n_stop: usize,
+}
+
+/// Reads `emoe_generate_params` of the current or the ABI-3 layout (told apart by size).
+///
+/// # Safety
+/// `ptr` must be NULL or point to a struct initialised by `emoe_generate_params_default` of
+/// some header version, readable for its `struct_size`; its `sampling` NULL or valid.
+pub(crate) unsafe fn read_generate_params(
+    ptr: *const emoe_generate_params,
+) -> Result<GenerateRequest, Failure> {
+    if !ptr.is_null() {
+        // SAFETY: the first field is a readable u32 size, by contract.
+        let size = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
+        if size == std::mem::size_of::<GenerateParamsV1>() {
+            // SAFETY: the caller's struct has the old layout and is readable for its size.
+            let old = unsafe { ptr.cast::<GenerateParamsV1>().read_unaligned() };
+            // SAFETY: the embedded struct is readable for its own struct_size.
+            let sampling = unsafe { read_versioned(&old.sampling, "params.sampling") }?;
+            return Ok(GenerateRequest {
+                max_tokens: old.max_tokens,
+                add_bos: old.add_bos,
+                sampling,
+                stop: old.stop,
+                n_stop: old.n_stop,
+            });
+        }
+    }
+    // SAFETY: forwarded contract.
+    let p = unsafe { read_versioned(ptr, "params") }?;
+    // SAFETY: NULL or initialised by emoe_sampling_params_default, by contract.
+    let sampling = unsafe { read_versioned(p.sampling, "params.sampling") }?;
+    Ok(GenerateRequest {
+        max_tokens: p.max_tokens,
+        add_bos: p.add_bos,
+        sampling,
+        stop: p.stop,
+        n_stop: p.n_stop,
+    })
 }
 
 /// Figures of one `emoe_session_generate` call.
@@ -206,12 +278,40 @@ pub struct emoe_generate_stats {
     pub generated_tokens: u32,
     pub prompt_seconds: f64,
     pub decode_seconds: f64,
-    /// 0 end of sequence, 1 max tokens, 2 stop string, 3 context full, 4 callback asked to stop.
+    /// 0 end of sequence, 1 max tokens, 2 stop string, 3 context full, 4 callback asked to
+    /// stop, 5 cancelled (`emoe_session_cancel`).
     pub stop_reason: u32,
 }
 
+/// The byte range `(a, b)` a struct of an older version may give as its size: from the end of
+/// its last field `a` to `b`, its size with tail padding or the offset of the next version's
+/// first field, whichever is larger.
+fn version(last_field_end: usize, next_field: usize, align: usize) -> (usize, usize) {
+    (
+        last_field_end,
+        last_field_end.next_multiple_of(align).max(next_field),
+    )
+}
+
+/// A versioned struct (parameters read, or results written): its first field is a `u32` size.
+pub(crate) trait Versioned: Copy {
+    /// The sizes older versions of the struct may give, as ranges (see [`version`]).
+    fn older_versions() -> Vec<(usize, usize)> {
+        Vec::new()
+    }
+
+    /// Whether `size` is the size of a version this library knows (older or current). A size
+    /// larger than the current one (a newer header) is checked by the caller.
+    fn known_size(size: usize) -> bool {
+        size == std::mem::size_of::<Self>()
+            || Self::older_versions()
+                .iter()
+                .any(|&(a, b)| (a..=b).contains(&size))
+    }
+}
+
 /// A parameter struct read by [`read_versioned`].
-pub(crate) trait VersionedParams: Copy + Default {
+pub(crate) trait VersionedParams: Versioned + Default {
     /// Of a caller's `struct_size` bytes, how many hold fields that caller's version has.
     /// The same unless an older version's tail padding lies under a field added later: an
     /// older caller never initialised those bytes, so they must keep the defaults.
@@ -220,10 +320,29 @@ pub(crate) trait VersionedParams: Copy + Default {
     }
 }
 
+impl Versioned for emoe_model_params {
+    fn older_versions() -> Vec<(usize, usize)> {
+        use std::mem::offset_of as at;
+        let align = std::mem::align_of::<Self>();
+        vec![
+            // The first version ended with the progress callback's user data.
+            version(at!(Self, context_length), at!(Self, context_length), align),
+            // Then `context_length`.
+            version(at!(Self, context_length) + 4, at!(Self, predictor), align),
+            // Then the prediction and cache-policy fields.
+            version(
+                at!(Self, low_precision_threshold) + 4,
+                at!(Self, fill_ahead),
+                align,
+            ),
+        ]
+    }
+}
+
 impl VersionedParams for emoe_model_params {
     fn known_bytes(struct_size: usize) -> usize {
-        // Version 1 ended with `context_length`; on 64-bit targets `predictor` (version 2)
-        // sits in version 1's tail padding.
+        // Version 2 ended with `context_length`; on 64-bit targets `predictor` (version 3)
+        // sits in version 2's tail padding.
         let first = std::mem::offset_of!(emoe_model_params, predictor);
         let first_size = first.next_multiple_of(std::mem::align_of::<emoe_model_params>());
         if struct_size <= first_size {
@@ -234,11 +353,35 @@ impl VersionedParams for emoe_model_params {
     }
 }
 
+impl Versioned for emoe_generate_params {}
 impl VersionedParams for emoe_generate_params {}
+impl Versioned for emoe_sampling_params {}
 impl VersionedParams for emoe_sampling_params {}
+impl Versioned for emoe_generate_stats {}
+impl Versioned for emoe_model_info {}
+
+/// The size a caller gave in a versioned struct's first field, checked: a version this library
+/// knows, or larger than the current one (a newer header).
+///
+/// # Safety
+/// `ptr` must be non-null with a readable `u32` first field.
+unsafe fn checked_size<T: Versioned>(ptr: *const T, what: &str) -> Result<usize, Failure> {
+    // SAFETY: the first field of every versioned struct is its u32 size, readable by contract.
+    let size = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
+    let current = std::mem::size_of::<T>();
+    if (size > current && size <= 65536) || T::known_size(size) {
+        return Ok(size);
+    }
+    Err(invalid(format!(
+        "`{what}.struct_size` is {size}, not the size of a version of the struct this library \
+         knows (now {current}): initialise it with its _default function, or set it to its sizeof"
+    )))
+}
 
 /// Reads a versioned struct: copies the fields of the caller's version (its first
-/// `struct_size` bytes) over the defaults.
+/// `struct_size` bytes) over the defaults. A size that is not one of a version's is refused;
+/// so is a larger one (a newer header) that sets fields this library does not know (its bytes
+/// past the current struct are not all zero).
 ///
 /// # Safety
 /// `ptr` must be null or point to a struct whose first field is a `u32` size, readable for
@@ -251,15 +394,21 @@ pub(crate) unsafe fn read_versioned<T: VersionedParams>(
     if ptr.is_null() {
         return Ok(out);
     }
-    // SAFETY: the first field of every versioned struct is its u32 size; the caller
-    // guarantees it is readable.
-    let size = unsafe { ptr.cast::<u32>().read_unaligned() } as usize;
-    if !(4..=65536).contains(&size) {
-        return Err(invalid(format!(
-            "`{what}.struct_size` is {size}: initialise it with the _default function"
-        )));
+    // SAFETY: non-null; forwarded contract.
+    let size = unsafe { checked_size(ptr, what) }?;
+    let current = std::mem::size_of::<T>();
+    if size > current {
+        // SAFETY: the caller guarantees `size` readable bytes.
+        let tail =
+            unsafe { std::slice::from_raw_parts(ptr.cast::<u8>().add(current), size - current) };
+        if tail.iter().any(|&b| b != 0) {
+            return Err(invalid(format!(
+                "`{what}` sets fields this library does not know (struct_size {size}, this \
+                 library's is {current}): use a library at least as new as the header"
+            )));
+        }
     }
-    let n = T::known_bytes(size).min(std::mem::size_of::<T>());
+    let n = T::known_bytes(size).min(current);
     // SAFETY: copying `n` bytes, at most the size of T and at most what the caller says is
     // readable, into a valid T made of plain-old-data fields (integers, floats, bools it set
     // from a T, pointers), as the _default function gave them.
@@ -273,12 +422,13 @@ pub(crate) unsafe fn read_versioned<T: VersionedParams>(
 /// struct it allocated (`sizeof` in its header): copies at most that many bytes of `value`, so
 /// a caller built against an older header (a shorter struct) gets only the fields it knows,
 /// and sets `struct_size` in the caller's struct to the number of bytes written (a caller with
-/// a newer header learns which fields this library filled).
+/// a newer header learns which fields this library filled). A size that is not one of a
+/// version's (which would cut a field in half) is refused.
 ///
 /// # Safety
 /// `out` must be null or point to a struct whose first field is a `u32` size, writable for
 /// that many bytes.
-pub(crate) unsafe fn write_versioned<T: Copy>(
+pub(crate) unsafe fn write_versioned<T: Versioned>(
     out: *mut T,
     value: T,
     what: &str,
@@ -288,12 +438,7 @@ pub(crate) unsafe fn write_versioned<T: Copy>(
         return Err(invalid(format!("`{what}` is NULL")));
     }
     // SAFETY: non-null; the caller guarantees its first field, a u32 size, is readable.
-    let size = unsafe { out.cast::<u32>().read_unaligned() } as usize;
-    if !(4..=65536).contains(&size) {
-        return Err(invalid(format!(
-            "`{what}->struct_size` is {size}: set it to the struct's sizeof"
-        )));
-    }
+    let size = unsafe { checked_size(out, what) }?;
     let n = size.min(std::mem::size_of::<T>());
     let mut v = value;
     // SAFETY: every versioned struct starts with its u32 size.

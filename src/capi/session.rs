@@ -33,8 +33,12 @@ struct SessionState {
     sampler: Option<(emoe_sampling_params, Sampler)>,
 }
 
-/// Creates a session on `model` with room for `context_length` tokens (0: the model's
-/// context length) and writes it to `*out_session`.
+/// Creates a session on `model` with room for `context_length` tokens and writes it to
+/// `*out_session`. 0: the context the model's memory budget reserved (`context_length` of
+/// `emoe_model_params`), or without a budget the model's context length. A model loaded with a
+/// memory budget refuses a larger context with `EMOE_STATUS_BUDGET_TOO_SMALL` (the message
+/// names the context the budget allows); a KV cache that cannot be allocated gives
+/// `EMOE_STATUS_INVALID_ARGUMENT`, never an abort.
 ///
 /// # Safety
 /// `model` must be NULL or a live handle; `out_session` NULL or writable.
@@ -52,6 +56,7 @@ pub unsafe extern "C" fn emoe_session_new(
         if out_session.is_null() {
             return Err(invalid("`out_session` is NULL"));
         }
+        // Session::new checks the size against the model's budget and allocates fallibly.
         let cap = (context_length > 0).then_some(context_length as usize);
         let session = Session::new(Arc::clone(&m.model), cap)?;
         let cancel = session.cancel_handle();
@@ -85,7 +90,9 @@ pub unsafe extern "C" fn emoe_session_free(session: *mut emoe_session) {
     }));
 }
 
-/// The message of the last failed call on `session` ("" after a success or for NULL).
+/// The message of the last failed call on `session` ("" after a success or for NULL), valid
+/// until the next call on the session (a session has one caller at a time, so no other thread
+/// replaces it).
 ///
 /// # Safety
 /// `session` must be NULL or a live handle.
@@ -98,10 +105,12 @@ pub unsafe extern "C" fn emoe_session_last_error(session: *const emoe_session) -
     }
 }
 
-/// Stops the session's current evaluation or generation (it returns `EMOE_STATUS_CANCELLED`)
-/// or, when idle, its next one, during prompt processing as well as decoding. Expert reads in
-/// flight are stopped too (those not yet started by the device; another session that still
-/// needs one reads it again). Any thread, any time. The session stays usable.
+/// Stops the session's call in progress (`emoe_session_eval` or `emoe_session_generate`, which
+/// then returns `EMOE_STATUS_CANCELLED`), during prompt processing as well as decoding, and
+/// nothing after it: a cancel while the session is idle does nothing. Expert reads in flight
+/// are stopped too (those not yet started by the device; another session that still needs one
+/// reads it again). Any thread, any time. The session stays usable; the tokens evaluated
+/// before the cancel stay in it.
 ///
 /// # Safety
 /// `session` must be NULL or a live handle.
@@ -182,6 +191,14 @@ pub unsafe extern "C" fn emoe_session_eval(
         if tokens.is_null() || n_tokens == 0 {
             return Err(invalid("`tokens` is NULL or empty"));
         }
+        let room = s.session.capacity() - s.session.position();
+        if n_tokens > room {
+            return Err(crate::Error::ContextFull {
+                needed: s.session.position().saturating_add(n_tokens),
+                capacity: s.session.capacity(),
+            }
+            .into());
+        }
         // SAFETY: `n_tokens` readable ids, by contract.
         let ids = unsafe { std::slice::from_raw_parts(tokens, n_tokens) };
         let ids: Vec<u32> = ids
@@ -259,7 +276,11 @@ pub unsafe extern "C" fn emoe_session_sample(
 /// Generates a continuation of `prompt` (`prompt_len` bytes of UTF-8) after what the session
 /// holds, calling `callback` with each piece of text (whole UTF-8 characters) on this thread.
 /// `params` may be NULL for defaults; `stats` may be NULL, else its `struct_size` must be set
-/// to `sizeof(emoe_generate_stats)` (versioned by size like `emoe_stats`).
+/// to `sizeof(emoe_generate_stats)` (versioned by size like `emoe_stats`). The stats are
+/// written on success and also after `EMOE_STATUS_CANCELLED` (stop reason 5) and
+/// `EMOE_STATUS_CONTEXT_FULL` (stop reason 3), with what was done before the stop.
+/// `emoe_session_cancel` from another thread stops the whole call, prompt included.
+/// The callback must not unwind (throw a C++ exception, longjmp) through this function.
 ///
 /// # Safety
 /// Pointers must be NULL or valid as described; the callback must be safe to call with
@@ -278,7 +299,7 @@ pub unsafe extern "C" fn emoe_session_generate(
         // SAFETY: `prompt_len` readable bytes, by contract.
         let prompt = unsafe { str_arg(prompt, prompt_len, "prompt") }?;
         // SAFETY: NULL or initialised by emoe_generate_params_default.
-        let p = unsafe { read_versioned(params, "params") }?;
+        let p = unsafe { read_generate_params(params) }?;
         if !stats.is_null() {
             // Checks `stats->struct_size` before generating anything.
             // SAFETY: non-null; writable for its struct_size, by contract.
@@ -304,30 +325,76 @@ pub unsafe extern "C" fn emoe_session_generate(
         };
         let model = s.session.model().clone();
         let tokenizer = model.tokenizer()?;
-        let mut on_text = |text: &str| match callback {
+        let on_text = |text: &str| match callback {
             // SAFETY: the host's callback with its own user data; `text` outlives the call.
             Some(cb) => unsafe { cb(user_data, text.as_ptr().cast::<c_char>(), text.len()) },
             None => true,
         };
-        let st = generate(&mut s.session, tokenizer, prompt, &gp, &mut on_text)?;
-        if !stats.is_null() {
-            let out = emoe_generate_stats {
-                struct_size: std::mem::size_of::<emoe_generate_stats>() as u32,
-                prompt_tokens: st.prompt_tokens as u32,
-                generated_tokens: st.generated_tokens as u32,
-                prompt_seconds: st.prompt_seconds,
-                decode_seconds: st.decode_seconds,
-                stop_reason: match st.stop_reason {
-                    StopReason::EndOfSequence => 0,
-                    StopReason::MaxTokens => 1,
-                    StopReason::StopString => 2,
-                    StopReason::ContextFull => 3,
-                    StopReason::Callback => 4,
+        let before = s.session.position();
+        let start = std::time::Instant::now();
+        let mut first_piece: Option<std::time::Instant> = None;
+        let mut on_text = |text: &str| {
+            first_piece.get_or_insert_with(std::time::Instant::now);
+            on_text(text)
+        };
+        let result = s
+            .session
+            .cancellable(|session| generate(session, tokenizer, prompt, &gp, &mut on_text));
+        let (out, error) = match result {
+            Ok(st) => (
+                emoe_generate_stats {
+                    struct_size: std::mem::size_of::<emoe_generate_stats>() as u32,
+                    prompt_tokens: st.prompt_tokens as u32,
+                    generated_tokens: st.generated_tokens as u32,
+                    prompt_seconds: st.prompt_seconds,
+                    decode_seconds: st.decode_seconds,
+                    stop_reason: match st.stop_reason {
+                        StopReason::EndOfSequence => 0,
+                        StopReason::MaxTokens => 1,
+                        StopReason::StopString => 2,
+                        StopReason::ContextFull => 3,
+                        StopReason::Callback => 4,
+                    },
                 },
-            };
+                None,
+            ),
+            Err(e @ (crate::Error::Cancelled | crate::Error::ContextFull { .. })) => {
+                // What was done before the stop: the evaluated tokens past the prompt, and the
+                // token sampled from the last of them.
+                let evaluated = s.session.position() - before;
+                let prompt_tokens = tokenizer
+                    .encode(prompt, gp.add_bos)
+                    .map_or(evaluated, |ids| ids.len());
+                let generated = if evaluated >= prompt_tokens && evaluated > 0 {
+                    evaluated - prompt_tokens + 1
+                } else {
+                    0
+                };
+                let total = start.elapsed().as_secs_f64();
+                let prompt_seconds = first_piece.map_or(total, |t| (t - start).as_secs_f64());
+                let out = emoe_generate_stats {
+                    struct_size: std::mem::size_of::<emoe_generate_stats>() as u32,
+                    prompt_tokens: prompt_tokens as u32,
+                    generated_tokens: generated as u32,
+                    prompt_seconds,
+                    decode_seconds: total - prompt_seconds,
+                    stop_reason: if matches!(e, crate::Error::Cancelled) {
+                        5
+                    } else {
+                        3
+                    },
+                };
+                (out, Some(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !stats.is_null() {
             // SAFETY: checked non-null; writable for its struct_size, by contract.
             unsafe { write_versioned(stats, out, "stats") }?;
         }
-        Ok(())
+        match error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     })
 }

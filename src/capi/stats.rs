@@ -164,6 +164,19 @@ pub unsafe extern "C" fn emoe_model_stats(
     })
 }
 
+impl super::params::Versioned for emoe_preflight {}
+
+impl super::params::Versioned for emoe_stats {
+    fn older_versions() -> Vec<(usize, usize)> {
+        use std::mem::offset_of as at;
+        // ABI 2 ended with `pool_bytes`; then the low-precision counters were the last.
+        vec![
+            (at!(Self, cancelled_reads), at!(Self, cancelled_reads)),
+            (at!(Self, reads), at!(Self, reads)),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,13 +64,14 @@ impl std::fmt::Debug for ThreadPool {
 }
 
 impl ThreadPool {
-    /// A pool of `threads` threads in all (0: [`default_threads`]). Falls back to fewer
-    /// threads when the OS refuses to start one.
+    /// A pool of `threads` threads in all (0: [`default_threads`]), at most [`max_threads`]
+    /// (more only oversubscribe the cores). Falls back to fewer threads when the OS refuses
+    /// to start one.
     pub fn new(threads: usize) -> ThreadPool {
         let threads = if threads == 0 {
             default_threads()
         } else {
-            threads
+            threads.min(max_threads())
         };
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
@@ -362,6 +363,14 @@ fn worker(s: &Shared, index: usize) {
         }
         s.active.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The most kernel threads a pool starts: four per logical CPU this process may use.
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_mul(4)
+        .max(1)
 }
 
 /// Kernel threads to use by default: the number of physical cores (hyper-threads share one

@@ -9,6 +9,16 @@
 
 #include "edgemoe.h"
 
+/* emoe_generate_params as ABI 3 (and older) headers declared it: sampling embedded. */
+typedef struct {
+    uint32_t struct_size;
+    uint32_t max_tokens;
+    bool add_bos;
+    emoe_sampling_params sampling;
+    const char *const *stop;
+    size_t n_stop;
+} generate_params_v3;
+
 static int failures = 0;
 #define EXPECT(cond)                                                      \
     do {                                                                  \
@@ -37,6 +47,18 @@ static bool stop_at_half(void *user_data, float progress) {
     (void)user_data;
     progress_calls++;
     return progress < 0.5f;
+}
+
+/* Threads of this process (Linux /proc), or -1 where that cannot be read. */
+static int count_threads(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Threads:", 8) == 0) n = atoi(line + 8);
+    fclose(f);
+    return n;
 }
 
 static void *canceller(void *arg) {
@@ -162,6 +184,28 @@ int main(int argc, char **argv) {
     EXPECT(emoe_token_to_piece(model, -1, error, sizeof error, &n) == INVALID);
     EXPECT(emoe_token_to_piece(model, 1 << 30, error, sizeof error, &n) == INVALID);
 
+    /* Caller sizes are validated: a context whose KV cache cannot be allocated is a status,
+       not an abort; more tokens than the context holds are refused before anything is read. */
+    session = NULL;
+    EXPECT(emoe_session_new(model, 1u << 30, &session) == INVALID);
+    EXPECT(session == NULL && strlen(emoe_model_last_error(model)) > 0);
+    EXPECT(emoe_session_new(model, UINT32_MAX, &session) == INVALID && session == NULL);
+    EXPECT(emoe_session_new(model, 8, &session) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_eval(session, tokens, (size_t)1 << 40) == EMOE_STATUS_CONTEXT_FULL);
+    emoe_session_free(session);
+    session = NULL;
+    /* A thread count far past the cores starts at most four threads per CPU. */
+    emoe_model_params_default(&mp);
+    mp.n_threads = 100000;
+    emoe_model *many = NULL;
+    EXPECT(emoe_model_load(argv[1], &mp, &many, error, sizeof error) == EMOE_STATUS_OK);
+    if (many) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = count_threads();
+        EXPECT(threads < 0 || threads <= 4 * cpus + 16);
+        emoe_model_free(many);
+    }
+
     /* Sessions: eval, logits, sample; errors leave them usable. */
     EXPECT(emoe_session_new(model, 64, &session) == EMOE_STATUS_OK);
     EXPECT(emoe_session_logits(session, &logits, &n) == INVALID); /* nothing evaluated yet */
@@ -177,6 +221,65 @@ int main(int argc, char **argv) {
     emoe_generate_params_default(&gp);
     gp.n_stop = 1; /* with a NULL stop array */
     EXPECT(emoe_session_generate(session, "x", 1, &gp, NULL, NULL, NULL) == INVALID);
+
+    /* Versioned structs: the current and the ABI-3 layout of emoe_generate_params (sampling
+       embedded) both work; a size that is no version's, or a larger one (a newer header)
+       setting fields this library does not know, is refused before anything runs. */
+    {
+        emoe_sampling_params greedy;
+        emoe_sampling_params_default(&greedy);
+        emoe_generate_params_default(&gp);
+        gp.max_tokens = 3;
+        gp.sampling = &greedy;
+        EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
+        emoe_generate_stats vs = {.struct_size = sizeof vs};
+        EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, &vs) == EMOE_STATUS_OK);
+        EXPECT(vs.generated_tokens > 0 && vs.generated_tokens <= 3);
+        generate_params_v3 old;
+        memset(&old, 0, sizeof old);
+        old.struct_size = sizeof old;
+        old.max_tokens = 2;
+        old.add_bos = true;
+        old.sampling = greedy;
+        EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
+        vs.struct_size = sizeof vs;
+        EXPECT(emoe_session_generate(session, "ROMEO:", 6, (const emoe_generate_params *)&old, NULL, NULL, &vs) ==
+               EMOE_STATUS_OK);
+        EXPECT(vs.generated_tokens > 0 && vs.generated_tokens <= 2);
+        old.sampling.struct_size = 6; /* half a field of the embedded struct */
+        EXPECT(emoe_session_generate(session, "ROMEO:", 6, (const emoe_generate_params *)&old, NULL, NULL, NULL) ==
+               INVALID);
+        struct {
+            emoe_generate_params p;
+            uint64_t newer_field;
+        } newer;
+        emoe_generate_params_default(&newer.p);
+        newer.p.max_tokens = 2;
+        newer.p.struct_size = sizeof newer;
+        newer.newer_field = 0; /* unknown but zero: its default */
+        EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
+        EXPECT(emoe_session_generate(session, "ROMEO:", 6, &newer.p, NULL, NULL, NULL) == EMOE_STATUS_OK);
+        newer.newer_field = 1; /* a field this library cannot honour */
+        EXPECT(emoe_session_generate(session, "ROMEO:", 6, &newer.p, NULL, NULL, NULL) == INVALID);
+        EXPECT(strstr(emoe_session_last_error(session), "does not know") != NULL);
+        emoe_generate_params_default(&gp);
+        gp.struct_size = 6; /* cuts max_tokens in half */
+        EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, NULL) == INVALID);
+        emoe_sampling_params_default(&sp);
+        sp.struct_size = sizeof sp - 4; /* cuts seed in half */
+        EXPECT(emoe_session_sample(session, &sp, &next) == INVALID);
+        /* A result struct whose size would cut a field in half: refused, nothing written. */
+        emoe_generate_stats cut;
+        memset(&cut, 0, sizeof cut);
+        cut.struct_size = offsetof(emoe_generate_stats, generated_tokens) + 2;
+        EXPECT(emoe_session_generate(session, "ROMEO:", 6, NULL, NULL, NULL, &cut) == INVALID);
+        EXPECT(cut.prompt_tokens == 0);
+        memset(&info, 0, sizeof info);
+        info.struct_size = offsetof(emoe_model_info, vocab_size);
+        EXPECT(emoe_model_get_info(model, &info) == INVALID && info.n_layers == 0);
+        info.struct_size = sizeof info;
+        EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
+    }
 
     /* Context full is a status, and reset makes room again. */
     emoe_generate_params_default(&gp);
@@ -203,12 +306,38 @@ int main(int argc, char **argv) {
     pthread_create(&tid, NULL, canceller, &job);
     emoe_generate_params_default(&gp);
     gp.max_tokens = 400;
-    emoe_status st = emoe_session_generate(session, "ROMEO:", 6, &gp, count_piece, &job, NULL);
+    memset(&stats, 0, sizeof stats);
+    stats.struct_size = sizeof stats;
+    emoe_status st = emoe_session_generate(session, "ROMEO:", 6, &gp, count_piece, &job, &stats);
     pthread_join(tid, NULL);
     EXPECT(st == EMOE_STATUS_CANCELLED);
+    /* The stats are written after a cancel too. */
+    EXPECT(stats.stop_reason == 5 && stats.prompt_tokens > 0 && stats.generated_tokens >= 2);
+    EXPECT(stats.generated_tokens < 400);
     EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
     gp.max_tokens = 4;
     EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+    /* A cancel while idle reaches no later call, with or without a reset in between. */
+    EXPECT(emoe_session_cancel(session) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_generate(session, " JULIET:", 8, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_cancel(session) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_reset(session) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_generate(session, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_cancel(session) == EMOE_STATUS_OK);
+    EXPECT(emoe_tokenize(model, "ROMEO:", 6, true, tokens, 64, &n) == EMOE_STATUS_OK);
+    EXPECT(emoe_session_eval(session, tokens, n) == EMOE_STATUS_OK);
+    emoe_session_free(session);
+
+    /* A prompt longer than the context: CONTEXT_FULL, with the stats written. */
+    EXPECT(emoe_session_new(model, 4, &session) == EMOE_STATUS_OK);
+    memset(&stats, 0, sizeof stats);
+    stats.struct_size = sizeof stats;
+    emoe_generate_params_default(&gp);
+    const char *long_prompt = "ROMEO: But soft, what light through yonder window breaks?";
+    EXPECT(emoe_session_generate(session, long_prompt, strlen(long_prompt), &gp, NULL, NULL, &stats) ==
+           EMOE_STATUS_CONTEXT_FULL);
+    EXPECT(stats.struct_size == sizeof stats && stats.stop_reason == 3 && stats.prompt_tokens > 4);
+    EXPECT(stats.generated_tokens == 0);
     emoe_session_free(session);
 
     /* Preflight, a budgeted load, stats, budget changes. */
@@ -229,12 +358,22 @@ int main(int argc, char **argv) {
     EXPECT(emoe_model_load(argv[1], &mp, &budgeted, error, sizeof error) == EMOE_STATUS_OK);
     if (budgeted) {
         emoe_session *bs = NULL;
+        /* The budget reserved a KV cache of 64 tokens: a larger session is refused, naming
+           the context the budget allows, and 0 asks for exactly that. */
+        EXPECT(emoe_session_new(budgeted, 65, &bs) == EMOE_STATUS_BUDGET_TOO_SMALL && bs == NULL);
+        EXPECT(strstr(emoe_model_last_error(budgeted), "at most 64 tokens") != NULL);
+        EXPECT(emoe_session_new(budgeted, 0, &bs) == EMOE_STATUS_OK);
+        emoe_session_free(bs);
+        bs = NULL;
         EXPECT(emoe_session_new(budgeted, 64, &bs) == EMOE_STATUS_OK);
         emoe_generate_params_default(&gp);
         gp.max_tokens = 8;
         EXPECT(emoe_session_generate(bs, "ROMEO:", 6, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
         EXPECT(emoe_model_set_memory_budget(budgeted, pf.min_budget) == EMOE_STATUS_OK);
         EXPECT(emoe_model_set_memory_budget(budgeted, 1) == EMOE_STATUS_BUDGET_TOO_SMALL);
+        /* 0 means no limit here as at load. */
+        EXPECT(emoe_model_set_memory_budget(budgeted, 0) == EMOE_STATUS_OK);
+        EXPECT(emoe_model_set_memory_budget(budgeted, pf.min_budget) == EMOE_STATUS_OK);
         EXPECT(emoe_session_generate(bs, " more", 5, &gp, NULL, NULL, NULL) == EMOE_STATUS_OK);
         /* emoe_stats is versioned by the caller's struct_size. */
         uint64_t sentinel;

@@ -4,4 +4,6 @@
 #include "edgemoe.hpp"
 #include "edgemoe.hpp"
 
+static_assert(sizeof(emoe_status) == 4, "emoe_status must be 32 bits wide");
+
 int edgemoe_header_compiles_as_cxx() { return EMOE_STATUS_OK; }

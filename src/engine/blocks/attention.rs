@@ -20,13 +20,37 @@ pub(crate) struct KvCache {
 }
 
 impl KvCache {
-    /// Room for `capacity` positions of `kv_dim` values each.
-    pub fn new(capacity: usize, kv_dim: usize) -> KvCache {
-        KvCache {
-            k: vec![0.0; capacity * kv_dim],
-            v: vec![0.0; capacity * kv_dim],
-        }
+    /// Room for `capacity` positions of `kv_dim` values each; an error, not an abort, when the
+    /// size overflows or the memory cannot be had.
+    pub fn new(capacity: usize, kv_dim: usize) -> crate::Result<KvCache> {
+        let n = capacity
+            .checked_mul(kv_dim)
+            .filter(|n| n.checked_mul(2 * std::mem::size_of::<f32>()).is_some())
+            .ok_or_else(|| {
+                crate::Error::InvalidArgument(format!(
+                    "a KV cache of {capacity} positions does not fit in the address space"
+                ))
+            })?;
+        Ok(KvCache {
+            k: zeroed(n)?,
+            v: zeroed(n)?,
+        })
     }
+}
+
+/// `n` zeros; an error when the allocator refuses them. The zeros come from a zeroed
+/// allocation, so pages are touched only when used.
+fn zeroed(n: usize) -> crate::Result<Vec<f32>> {
+    // Ask first, fallibly: `vec!` aborts the process when the allocation fails.
+    let mut probe: Vec<f32> = Vec::new();
+    probe.try_reserve_exact(n).map_err(|e| {
+        crate::Error::InvalidArgument(format!(
+            "cannot allocate {} bytes of KV cache: {e}",
+            n as u128 * 4
+        ))
+    })?;
+    drop(probe);
+    Ok(vec![0.0; n])
 }
 
 /// Rotary position embedding: the frequency of each pair of a head's dimensions.

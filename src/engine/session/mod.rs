@@ -36,48 +36,109 @@ pub struct Session {
     rope: Rope,
     observer: Option<Box<dyn RoutingObserver>>,
     predictions: Predictions,
-    cancel: Arc<AtomicBool>,
+    cancel: Arc<CancelState>,
+    /// Nesting of [`Session::cancellable`] scopes (an `eval` inside a generation).
+    call_depth: usize,
+}
+
+/// Whether a session is inside a call, and whether that call was cancelled. A cancel only
+/// reaches the call in progress: the lock orders it against the call's start and end, so a
+/// cancel sent while idle, or racing with the end of a call, never stops a later call.
+#[derive(Default)]
+struct CancelState {
+    running: parking_lot::Mutex<bool>,
+    /// Set while the call in progress is cancelled; read per layer and by expert fetches.
+    flag: AtomicBool,
 }
 
 /// Cancels a session's work from another thread.
 #[derive(Clone)]
 pub struct CancelHandle {
-    flag: Arc<AtomicBool>,
+    state: Arc<CancelState>,
     model: Arc<Model>,
 }
 
 impl std::fmt::Debug for CancelHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CancelHandle")
-            .field("cancelled", &self.flag.load(Ordering::SeqCst))
+            .field("cancelled", &self.state.flag.load(Ordering::SeqCst))
             .finish()
     }
 }
 
 impl CancelHandle {
-    /// Makes the session's current (or next) evaluation stop with [`Error::Cancelled`], and
+    /// Makes the session's call in progress (an evaluation, prompt included, or a whole
+    /// [`Session::cancellable`] scope such as a generation) stop with [`Error::Cancelled`], and
     /// stops the model's expert reads in flight (reads another session still needs are
-    /// issued again for it).
+    /// issued again for it). While the session is idle it does nothing: a cancel never
+    /// reaches a later call.
     pub fn cancel(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.model.experts.cancel_reads();
+        let running = self.state.running.lock();
+        if *running {
+            self.state.flag.store(true, Ordering::SeqCst);
+            drop(running);
+            self.model.experts.cancel_reads();
+        }
     }
 }
 
 impl Session {
-    /// A session with room for `capacity` tokens (the model's context length when `None`).
+    /// A session with room for `capacity` tokens. `None`: the context the model's memory
+    /// budget reserved, or without a budget the model's context length.
+    ///
+    /// A model loaded with a memory budget reserved KV cache for a context of
+    /// [`BudgetPlan::context_length`](super::budget::BudgetPlan) tokens; a larger `capacity`
+    /// would exceed the budget and fails with [`Error::BudgetTooSmall`], naming the context
+    /// the budget allows (load with a larger context length to get more). A KV cache that
+    /// cannot be allocated is an error, not an abort.
     pub fn new(model: Arc<Model>, capacity: Option<usize>) -> Result<Session> {
         let c = &model.config;
-        let capacity = capacity.unwrap_or(c.context_length);
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        let capacity = capacity.unwrap_or(match model.budget() {
+            Some(plan) => plan.context_length,
+            None => c.context_length,
+        });
         if capacity == 0 {
             return Err(Error::InvalidArgument(
                 "context capacity must be at least 1".into(),
             ));
         }
-        let kv_dim = c.n_kv_heads * c.head_dim;
+        if let Some(plan) = model.budget() {
+            if capacity > plan.context_length {
+                let per_token = plan.kv_cache / plan.context_length.max(1) as u64;
+                let extra = per_token.saturating_mul((capacity - plan.context_length) as u64);
+                return Err(Error::BudgetTooSmall {
+                    budget: plan.budget,
+                    needed: plan.budget.saturating_add(extra),
+                    detail: format!(
+                        "a session of {capacity} tokens needs {extra} more bytes of KV cache than \
+                         the budget reserved for {} tokens; ask for at most {} tokens, or load \
+                         the model with a context length of {capacity}",
+                        plan.context_length, plan.context_length
+                    ),
+                });
+            }
+        }
+        let total = capacity
+            .checked_mul(kv_dim)
+            .and_then(|n| n.checked_mul(2 * 4 * c.n_layers))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "a context of {capacity} tokens does not fit in the address space"
+                ))
+            })?;
+        // Probe the whole KV cache at once: the layers' caches could each be had while all of
+        // them could not.
+        let mut probe: Vec<u8> = Vec::new();
+        probe.try_reserve_exact(total).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "a context of {capacity} tokens needs {total} bytes of KV cache: {e}"
+            ))
+        })?;
+        drop(probe);
         let cache = (0..c.n_layers)
             .map(|_| KvCache::new(capacity, kv_dim))
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let pool = model.thread_pool().clone();
         Ok(Session {
             cache,
@@ -92,7 +153,8 @@ impl Session {
             observer: None,
             predictions: Predictions::new(model.prediction_defaults(), c.n_layers),
             model,
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: Arc::new(CancelState::default()),
+            call_depth: 0,
         })
     }
 
@@ -171,10 +233,32 @@ impl Session {
         self.predictions.stats(kind, true)
     }
 
+    /// Runs `f` as one call for [`CancelHandle::cancel`]: a cancel while it runs stops every
+    /// evaluation inside it (wrap a whole generation in it so a cancel between two tokens is
+    /// not lost), and a cancel before or after it does nothing. Scopes nest.
+    pub fn cancellable<R>(&mut self, f: impl FnOnce(&mut Session) -> R) -> R {
+        if self.call_depth == 0 {
+            *self.cancel.running.lock() = true;
+            self.cancel.flag.store(false, Ordering::SeqCst);
+        }
+        self.call_depth += 1;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        self.call_depth -= 1;
+        if self.call_depth == 0 {
+            let mut running = self.cancel.running.lock();
+            *running = false;
+            self.cancel.flag.store(false, Ordering::SeqCst);
+        }
+        match result {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// A handle that cancels this session's evaluations from any thread.
     pub fn cancel_handle(&self) -> CancelHandle {
         CancelHandle {
-            flag: self.cancel.clone(),
+            state: self.cancel.clone(),
             model: self.model.clone(),
         }
     }
@@ -197,12 +281,8 @@ impl Session {
         // Embeddings.
         let mut x = std::mem::take(&mut self.scratch.x);
         grow(&mut x, n * h);
-        let result = self.forward(&model, tokens, &mut x[..n * h], all_logits);
+        let result = self.cancellable(|s| s.forward(&model, tokens, &mut x[..n * h], all_logits));
         self.scratch.x = x;
-        if matches!(result, Err(Error::Cancelled)) {
-            // Seen: the next evaluation runs.
-            self.cancel.store(false, Ordering::SeqCst);
-        }
         result?;
         self.position += n;
         Ok(&self.logits)
@@ -250,7 +330,7 @@ impl Session {
             capacity: self.capacity,
         };
         for l in 0..model.config.n_layers {
-            if self.cancel.swap(false, Ordering::SeqCst) {
+            if self.cancel.flag.load(Ordering::SeqCst) {
                 return Err(Error::Cancelled);
             }
             let w = &model.layers[l];
@@ -292,7 +372,7 @@ impl Session {
             observer: self.observer.as_mut(),
         };
         self.predictions.predict(l, &mut cx, s);
-        moe::run_experts(&experts, l, n, s, &self.cancel)?;
+        moe::run_experts(&experts, l, n, s, &self.cancel.flag)?;
         moe::combine(c, x, n, s);
         if let Some(sh) = &w.shared {
             ffn::shared_expert(c, sh, x, n, s);

@@ -3,15 +3,19 @@
 import CEdgeMoE
 import Foundation
 
+/// `EMOE_STATUS_OK`. In C `emoe_status` is an `int32_t` (ABI 4), so Swift sees `Int32`.
+let statusOK: Int32 = 0
+
 public struct EdgeMoEError: Error, CustomStringConvertible {
-    public let status: emoe_status
+    /// One of the `EMOE_STATUS_*` numbers.
+    public let status: Int32
     public let message: String
     public var description: String {
-        "\(String(cString: emoe_status_string(Int32(status.rawValue)))): \(message)"
+        "\(String(cString: emoe_status_string(status))): \(message)"
     }
 }
 
-/// A loaded model. Immutable; share it between sessions and threads.
+/// A loaded model. Thread-safe; share it between sessions and threads.
 public final class Model: @unchecked Sendable {
     let handle: OpaquePointer
 
@@ -24,7 +28,7 @@ public final class Model: @unchecked Sendable {
         var raw: OpaquePointer?
         var error = [CChar](repeating: 0, count: 512)
         let status = emoe_model_load(path, &params, &raw, &error, error.count)
-        guard status == EMOE_STATUS_OK, let raw else {
+        guard status == statusOK, let raw else {
             throw EdgeMoEError(status: status, message: String(cString: error))
         }
         handle = raw
@@ -35,8 +39,8 @@ public final class Model: @unchecked Sendable {
     /// Lowers or raises the memory budget while loaded (a memory-pressure handler).
     public func setMemoryBudget(_ bytes: UInt64) throws {
         let status = emoe_model_set_memory_budget(handle, bytes)
-        guard status == EMOE_STATUS_OK else {
-            throw EdgeMoEError(status: status, message: String(cString: emoe_model_last_error(handle)))
+        guard status == statusOK else {
+            throw EdgeMoEError(status: status, message: modelError(handle))
         }
     }
 }
@@ -50,8 +54,8 @@ public final class Session: @unchecked Sendable {
         self.model = model
         var raw: OpaquePointer?
         let status = emoe_session_new(model.handle, contextLength, &raw)
-        guard status == EMOE_STATUS_OK, let raw else {
-            throw EdgeMoEError(status: status, message: String(cString: emoe_model_last_error(model.handle)))
+        guard status == statusOK, let raw else {
+            throw EdgeMoEError(status: status, message: modelError(model.handle))
         }
         handle = raw
     }
@@ -68,19 +72,24 @@ public final class Session: @unchecked Sendable {
                 var params = emoe_generate_params()
                 emoe_generate_params_default(&params)
                 params.max_tokens = maxTokens
-                params.sampling.temperature = temperature
+                var sampling = emoe_sampling_params()
+                emoe_sampling_params_default(&sampling)
+                sampling.temperature = temperature
                 final class Sink { let c: AsyncThrowingStream<String, Error>.Continuation; init(_ c: AsyncThrowingStream<String, Error>.Continuation) { self.c = c } }
                 let sink = Unmanaged.passRetained(Sink(continuation))
-                let status = prompt.withCString { cPrompt in
+                let status = withUnsafePointer(to: &sampling) { samplingPtr in
+                    params.sampling = samplingPtr
+                    return prompt.withCString { cPrompt in
                     emoe_session_generate(handle, cPrompt, strlen(cPrompt), &params, { user, piece, len in
                         let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
                         let bytes = UnsafeRawBufferPointer(start: piece, count: len)
                         sink.c.yield(String(decoding: bytes, as: UTF8.self))
                         return true
                     }, sink.toOpaque(), nil)
+                    }
                 }
                 sink.release()
-                if status == EMOE_STATUS_OK {
+                if status == statusOK {
                     continuation.finish()
                 } else {
                     continuation.finish(throwing: EdgeMoEError(status: status, message: String(cString: emoe_session_last_error(handle))))
@@ -90,4 +99,12 @@ public final class Session: @unchecked Sendable {
             worker.start()
         }
     }
+}
+
+/// The model's last error, copied into Swift-owned memory (safe while other tasks use the model).
+func modelError(_ model: OpaquePointer) -> String {
+    var buf = [CChar](repeating: 0, count: 512)
+    var len = 0
+    _ = emoe_model_last_error_copy(model, &buf, buf.count, &len)
+    return String(cString: buf)
 }
