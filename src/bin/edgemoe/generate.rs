@@ -34,7 +34,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0.05)]
     min_p: f32,
     /// Penalise tokens seen in the last `--repeat-last-n` tokens (1: off).
-    #[arg(long, default_value_t = 1.1)]
+    #[arg(long, default_value_t = 1.0)]
     repeat_penalty: f32,
     #[arg(long, default_value_t = 64)]
     repeat_last_n: usize,
