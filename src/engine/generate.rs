@@ -71,13 +71,27 @@ pub fn generate(
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<GenerateStats> {
     let ids = tokenizer.encode(prompt, params.add_bos)?;
+    generate_ids(session, tokenizer, &ids, params, on_text, &mut Vec::new())
+}
+
+/// [`generate`] from prompt token ids; the sampled tokens are appended to `generated` (the
+/// session's cache then holds `ids` and all of `generated` but possibly its last token, up to
+/// [`Session::position`]).
+pub fn generate_ids(
+    session: &mut Session,
+    tokenizer: &Tokenizer,
+    ids: &[u32],
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str) -> bool,
+    generated_ids: &mut Vec<u32>,
+) -> Result<GenerateStats> {
     if ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
     let mut sampler = Sampler::new(params.sampler.clone())?;
-    let mut history: Vec<u32> = ids.clone();
+    let mut history: Vec<u32> = ids.to_vec();
     let start = Instant::now();
-    let mut next = sampler.sample(session.eval(&ids, false)?, &history);
+    let mut next = sampler.sample(session.eval(ids, false)?, &history);
     let prompt_seconds = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     let mut decoder = StreamDecoder::default();
@@ -89,6 +103,7 @@ pub fn generate(
         }
         generated += 1;
         history.push(next);
+        generated_ids.push(next);
         let text = decoder.push(tokenizer, next)?;
         let out = filter.push(&text);
         if !out.emit.is_empty() && !on_text(&out.emit) {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod calibrate;
+mod chat;
 mod convert;
 mod generate;
 mod inspect;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming it as it is produced.
     Generate(generate::GenerateArgs),
+    /// Chat: one message per line on standard input, the model's chat template, the KV cache
+    /// kept across turns; `/undo`, `/reset`, `/quit`; Ctrl-C stops the reply.
+    Chat(chat::ChatArgs),
     /// Measure perplexity on a text file (sliding window, no BOS), with its standard error.
     Perplexity(perplexity::PerplexityArgs),
     /// Compare a model's next-token distributions with a reference model's on a text:
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Kl(a) => kl::run(a),
         Command::Trace(a) => trace::run(a),
