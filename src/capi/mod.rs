@@ -1,6 +1,6 @@
 //! The C ABI. The only `extern "C"` code in the crate lives here.
 //!
-//! Every entry point runs inside [`boundary`], which turns a panic into
+//! Every entry point runs inside `boundary`, which turns a panic into
 //! `EMOE_STATUS_INTERNAL` so nothing unwinds into C. Results go to out-parameters, written only
 //! on success. Error detail is kept per handle (not per thread: a Swift task may resume on
 //! another thread) and read with `emoe_model_last_error` / `emoe_session_last_error`.

@@ -37,7 +37,7 @@ impl ProductSink for VectorMajor<'_> {
 
 /// `dot(row r, acts[t])` for `rows` rows of `weight_type` laid out back to back in `weights`,
 /// into `out`: one matrix times several prepared vectors, each row read once for all of them.
-/// Every value is computed by the same kernel as [`matvec`] computes it, so the results are
+/// Every value is computed by the same kernel as [`super::matvec`] computes it, so the results are
 /// bit-identical to one `matvec` per vector. Bad shapes are a caller bug (debug assertion);
 /// release builds then store NaN.
 pub fn matmat(

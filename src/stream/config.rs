@@ -44,7 +44,7 @@ impl Default for StreamConfig {
     }
 }
 
-/// What streaming did, cumulative since open or the last [`StreamedExperts::reset_stats`].
+/// What streaming did, cumulative since open or the last [`super::StreamedExperts::reset_stats`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StreamStats {
     /// Expert fetches by the forward pass: `hits + preload_hits + misses`.

@@ -2,7 +2,7 @@
 //! also the expert cache (the EdgeMoE design), so a model larger than memory runs within a
 //! fixed budget.
 //!
-//! [`StreamedExperts`] implements [`ExpertSource`]. Each expert has a precomputed *read plan*:
+//! [`StreamedExperts`] implements [`crate::expert::ExpertSource`]. Each expert has a precomputed *read plan*:
 //! one aligned read of its span in edgemoe's packed layout, or three (gate, up, down) in
 //! llama.cpp's merged layout, each the 4096-aligned superset of the bytes wanted, laid out in
 //! the slot so a view can start at the right offset inside it.

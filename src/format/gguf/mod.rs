@@ -2,7 +2,7 @@
 //!
 //! The reader parses a byte slice (normally a read-only memory map) and checks every count,
 //! length and offset against the bytes that are really there, so a truncated or corrupt file
-//! gives [`Error::InvalidFile`] naming the file, never a panic or an out-of-bounds read.
+//! gives [`crate::Error::InvalidFile`] naming the file, never a panic or an out-of-bounds read.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
