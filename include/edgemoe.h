@@ -742,6 +742,28 @@ emoe_status emoe_session_cancel(const struct emoe_session *session);
 emoe_status emoe_session_reset(struct emoe_session *session);
 
 /**
+ * Drops the tokens after `position` from the session (the KV cache and sampling history),
+ * so the conversation continues from there: undo a reply, regenerate it, edit a message. A
+ * `position` at or past the session's position changes nothing. What follows is computed
+ * exactly as if the dropped tokens had never been evaluated.
+ *
+ * # Safety
+ * `session` must be NULL or a live handle.
+ */
+emoe_status emoe_session_truncate(struct emoe_session *session, size_t position);
+
+/**
+ * Copies the tokens in the session's KV cache, in order, to `tokens` (up to `capacity`) and
+ * their number to `*n_tokens`; when `capacity` is too small, writes the needed count to
+ * `*n_tokens` and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * `session` must be NULL or a live handle; `tokens` NULL (with `capacity` 0) or writable for
+ * `capacity` ids; `n_tokens` NULL or writable.
+ */
+emoe_status emoe_session_tokens(struct emoe_session *session, int32_t *tokens, size_t capacity, size_t *n_tokens);
+
+/**
  * Writes the number of tokens in the session's KV cache to `*out`.
  *
  * # Safety

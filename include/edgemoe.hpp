@@ -120,6 +120,17 @@ public:
     }
 
     void reset() { check(emoe_session_reset(handle_.get())); }
+    /// Drops the tokens after `position` (undo, regenerate, edit).
+    void truncate(size_t position) { check(emoe_session_truncate(handle_.get(), position)); }
+    /// The tokens in the session's KV cache, in order.
+    std::vector<int32_t> tokens() {
+        size_t n = 0;
+        emoe_status st = emoe_session_tokens(handle_.get(), nullptr, 0, &n);
+        std::vector<int32_t> ids(n);
+        if (n > 0 || st != EMOE_STATUS_OK)
+            check(emoe_session_tokens(handle_.get(), ids.data(), ids.size(), &n));
+        return ids;
+    }
     void cancel() noexcept { emoe_session_cancel(handle_.get()); }
 
 private:

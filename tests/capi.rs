@@ -461,3 +461,64 @@ fn model_errors_are_copied_into_caller_memory() {
     };
     assert_eq!((st, reported, small[0]), (EMOE_STATUS_OK, 0, 0));
 }
+
+/// `emoe_session_truncate` and `emoe_session_tokens`: the session reports the tokens in its
+/// cache; after truncating, evaluating the dropped tokens again gives bit-identical logits
+/// (an undo-and-regenerate equals the uninterrupted session).
+#[test]
+fn truncate_and_token_history() {
+    let m = Model::load(&demo(), &default_params());
+    let ids: Vec<i32> = vec![1, 40, 41, 42, 43, 44, 45];
+    let mut s = null_mut();
+    // SAFETY: valid handles and pointers throughout.
+    unsafe {
+        assert_eq!(emoe_session_new(m.0, 32, &mut s), EMOE_STATUS_OK);
+        assert_eq!(emoe_session_eval(s, ids.as_ptr(), 4), EMOE_STATUS_OK);
+        assert_eq!(emoe_session_eval(s, ids[4..].as_ptr(), 3), EMOE_STATUS_OK);
+        let logits = |s| {
+            let (mut p, mut n) = (null(), 0usize);
+            assert_eq!(emoe_session_logits(s, &mut p, &mut n), EMOE_STATUS_OK);
+            std::slice::from_raw_parts(p, n).to_vec()
+        };
+        let first = logits(s);
+        let mut n = 0usize;
+        assert_eq!(
+            emoe_session_tokens(s, null_mut(), 0, &mut n),
+            EMOE_STATUS_BUFFER_TOO_SMALL
+        );
+        assert_eq!(n, 7);
+        let mut got = vec![0i32; 7];
+        assert_eq!(
+            emoe_session_tokens(s, got.as_mut_ptr(), 7, &mut n),
+            EMOE_STATUS_OK
+        );
+        assert_eq!(got, ids);
+        // Undo the last three tokens, then evaluate other tokens, then the same ones again.
+        assert_eq!(emoe_session_truncate(s, 4), EMOE_STATUS_OK);
+        let mut pos = 0usize;
+        assert_eq!(emoe_session_position(s, &mut pos), EMOE_STATUS_OK);
+        assert_eq!(pos, 4);
+        assert_eq!(emoe_session_eval(s, [50, 51].as_ptr(), 2), EMOE_STATUS_OK);
+        assert_eq!(emoe_session_truncate(s, 4), EMOE_STATUS_OK);
+        assert_eq!(emoe_session_eval(s, ids[4..].as_ptr(), 3), EMOE_STATUS_OK);
+        assert_eq!(logits(s), first, "not bit-identical after truncate");
+        assert_eq!(
+            emoe_session_tokens(s, got.as_mut_ptr(), 7, &mut n),
+            EMOE_STATUS_OK
+        );
+        assert_eq!(got, ids);
+        // Truncating past the end changes nothing; NULL handles are refused.
+        assert_eq!(emoe_session_truncate(s, 100), EMOE_STATUS_OK);
+        assert_eq!(emoe_session_position(s, &mut pos), EMOE_STATUS_OK);
+        assert_eq!(pos, 7);
+        assert_eq!(
+            emoe_session_truncate(null_mut(), 0),
+            EMOE_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            emoe_session_tokens(s, null_mut(), 0, null_mut()),
+            EMOE_STATUS_INVALID_ARGUMENT
+        );
+        emoe_session_free(s);
+    }
+}

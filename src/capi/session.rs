@@ -157,6 +157,68 @@ pub unsafe extern "C" fn emoe_session_reset(session: *mut emoe_session) -> emoe_
     })
 }
 
+/// Drops the tokens after `position` from the session (the KV cache and sampling history),
+/// so the conversation continues from there: undo a reply, regenerate it, edit a message. A
+/// `position` at or past the session's position changes nothing. What follows is computed
+/// exactly as if the dropped tokens had never been evaluated.
+///
+/// # Safety
+/// `session` must be NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_session_truncate(
+    session: *mut emoe_session,
+    position: usize,
+) -> emoe_status {
+    with_session(session, |s| {
+        s.session.truncate(position);
+        let kept = s.session.position();
+        s.history.truncate(kept);
+        Ok(())
+    })
+}
+
+/// Copies the tokens in the session's KV cache, in order, to `tokens` (up to `capacity`) and
+/// their number to `*n_tokens`; when `capacity` is too small, writes the needed count to
+/// `*n_tokens` and returns `EMOE_STATUS_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// `session` must be NULL or a live handle; `tokens` NULL (with `capacity` 0) or writable for
+/// `capacity` ids; `n_tokens` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_session_tokens(
+    session: *mut emoe_session,
+    tokens: *mut i32,
+    capacity: usize,
+    n_tokens: *mut usize,
+) -> emoe_status {
+    with_session(session, |s| {
+        if n_tokens.is_null() {
+            return Err(invalid("`n_tokens` is NULL"));
+        }
+        let ids = s.session.tokens();
+        // SAFETY: checked non-NULL above; writable by contract.
+        unsafe { *n_tokens = ids.len() };
+        if ids.len() > capacity {
+            return Err(Failure {
+                status: emoe_status::EMOE_STATUS_BUFFER_TOO_SMALL,
+                message: format!("{} tokens do not fit in {capacity}", ids.len()),
+            });
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if tokens.is_null() {
+            return Err(invalid("`tokens` is NULL"));
+        }
+        // SAFETY: non-NULL and writable for `capacity >= ids.len()` ids, by contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(tokens, ids.len()) };
+        for (o, &id) in out.iter_mut().zip(ids) {
+            *o = id as i32;
+        }
+        Ok(())
+    })
+}
+
 /// Writes the number of tokens in the session's KV cache to `*out`.
 ///
 /// # Safety

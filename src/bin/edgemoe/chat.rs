@@ -52,11 +52,9 @@ pub struct ChatArgs {
     ctx: usize,
 }
 
-/// The conversation and what of it the session's KV cache holds.
+/// The conversation (the session's cache holds its rendered tokens, or a prefix of them).
 struct Conversation {
     messages: Vec<Message>,
-    /// The tokens in the session's cache, in order.
-    cached: Vec<u32>,
     first: usize,
 }
 
@@ -67,11 +65,7 @@ impl Conversation {
             .into_iter()
             .collect();
         let first = messages.len();
-        Conversation {
-            messages,
-            cached: Vec::new(),
-            first,
-        }
+        Conversation { messages, first }
     }
 
     /// Drops the last exchange (the last user message and what followed it).
@@ -140,7 +134,7 @@ pub fn run(mut a: ChatArgs) -> edgemoe::Result<()> {
                     ..Default::default()
                 };
                 let prompt = template.render(&conv.messages, &opts)?;
-                let reply = turn(&a, tokenizer, &mut session, &mut conv, &prompt, &interrupt)?;
+                let reply = turn(&a, tokenizer, &mut session, &prompt, &interrupt)?;
                 conv.messages.push(Message::new("assistant", &reply));
             }
         }
@@ -154,21 +148,19 @@ fn turn(
     a: &ChatArgs,
     tokenizer: &Tokenizer,
     session: &mut Session,
-    conv: &mut Conversation,
     prompt: &str,
     interrupt: &Interrupt,
 ) -> edgemoe::Result<String> {
     // The template writes any BOS itself.
     let ids = tokenizer.encode(prompt, false)?;
-    let common = conv
-        .cached
+    let common = session
+        .tokens()
         .iter()
         .zip(&ids)
         .take_while(|(a, b)| a == b)
         .count()
         .min(ids.len().saturating_sub(1));
     session.truncate(common);
-    conv.cached.truncate(common);
     let params = GenerateParams {
         max_tokens: a.max_tokens,
         sampler: SamplerParams {
@@ -203,10 +195,6 @@ fn turn(
         )
     });
     set(interrupt, None);
-    // The cache holds the prompt and the reply up to the session's position.
-    let evaluated = session.position() - common;
-    conv.cached
-        .extend(ids[common..].iter().chain(&generated).take(evaluated));
     let _ = writeln!(out);
     match result {
         Ok(stats) if stats.stop_reason == StopReason::ContextFull => {

@@ -29,6 +29,8 @@ use predict::{Context, Predictions};
 pub struct Session {
     model: Arc<Model>,
     cache: Vec<KvCache>,
+    /// The tokens in the KV cache, in order (`position` of them).
+    tokens: Vec<u32>,
     capacity: usize,
     position: usize,
     logits: Vec<f32>,
@@ -139,11 +141,17 @@ impl Session {
         let cache = (0..c.n_layers)
             .map(|_| KvCache::new(capacity, kv_dim))
             .collect::<Result<Vec<_>>>()?;
+        // Room for every token up front: decoding never reallocates the history.
+        let mut tokens = Vec::new();
+        tokens
+            .try_reserve_exact(capacity)
+            .map_err(|e| Error::InvalidArgument(format!("a context of {capacity} tokens: {e}")))?;
         let pool = model.thread_pool().clone();
         Ok(Session {
             cache,
             capacity,
             position: 0,
+            tokens,
             logits: Vec::new(),
             scratch: Scratch {
                 matvec: MatvecScratch::with_pool(pool),
@@ -176,12 +184,21 @@ impl Session {
     /// Forgets the conversation (keeps the allocations).
     pub fn reset(&mut self) {
         self.position = 0;
+        self.tokens.clear();
         self.predictions.clear_pending();
     }
 
     /// Drops tokens after `position` from the cache, so generation can resume from there.
     pub fn truncate(&mut self, position: usize) {
         self.position = self.position.min(position);
+        self.tokens.truncate(self.position);
+    }
+
+    /// The tokens in the KV cache, in order: what a continuation follows. A conversation that
+    /// changes from some point on (an edit, an undo, a regenerated reply) keeps the common
+    /// prefix: [`Session::truncate`] to it and evaluate the rest.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 
     /// Predict experts `depth` layers ahead by applying their routers to the current hidden
@@ -285,6 +302,7 @@ impl Session {
         self.scratch.x = x;
         result?;
         self.position += n;
+        self.tokens.extend_from_slice(tokens);
         Ok(&self.logits)
     }
 
