@@ -538,3 +538,26 @@ fn stock_gguf_agrees_with_hf_on_varied_text() {
         }
     }
 }
+
+/// Generation stops at EOS and at the special tokens that end a chat turn, from both the
+/// Hugging Face files and llama.cpp's GGUF; the EOS ids themselves stay the model's.
+#[test]
+fn end_of_generation_ids() {
+    // Qwen2-MoE: EOS is <|endoftext|> (700); <|im_end|> (702) ends a chat turn.
+    let t = hf("qwen2_moe");
+    assert_eq!(t.eos_ids(), &[700]);
+    assert_eq!(t.eog_ids(), &[700, 702]);
+    assert!(t.is_eog(702) && !t.is_eos(702) && !t.is_eog(701));
+    // Qwen3-MoE: EOS is <|im_end|> (602); <|endoftext|> (600) ends generation too.
+    let t = hf("qwen3_moe");
+    assert_eq!(t.eog_ids(), &[602, 600]);
+    // Mixtral has no chat-turn token beyond </s>.
+    assert_eq!(hf("mixtral").eog_ids(), &[2]);
+    for family in FAMILIES {
+        let (s, h) = (stock(family), hf(family));
+        let (mut a, mut b) = (s.eog_ids().to_vec(), h.eog_ids().to_vec());
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "{family}");
+    }
+}

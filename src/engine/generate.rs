@@ -98,7 +98,7 @@ pub fn generate_ids(
     let mut filter = StopStrings::new(params.stop.iter().cloned());
     let mut generated = 0;
     let stop_reason = loop {
-        if tokenizer.is_eos(next) {
+        if tokenizer.is_eog(next) {
             break StopReason::EndOfSequence;
         }
         generated += 1;

@@ -57,6 +57,41 @@ struct Specials {
     chat_template: Option<String>,
 }
 
+/// Special tokens that end a chat turn in the templates of the families people run (as
+/// llama.cpp's end-of-generation set has them): generation stops at them besides EOS.
+pub const END_OF_TURN: [&str; 10] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|return|>",
+    "<|call|>",
+    "<｜end▁of▁sentence｜>",
+    "<|end_of_text|>",
+];
+
+/// `eos`, then each special (added, `special`) token of [`END_OF_TURN`] the vocabulary has.
+fn end_of_generation(inner: &tokenizers::Tokenizer, eos: &[u32], vocab_size: usize) -> Vec<u32> {
+    let mut eog = eos.to_vec();
+    let mut extra: Vec<u32> = inner
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(&id, t)| {
+            t.special && (id as usize) < vocab_size && END_OF_TURN.contains(&t.content.as_str())
+        })
+        .map(|(&id, _)| id)
+        .collect();
+    extra.sort_unstable();
+    for id in extra {
+        if !eog.contains(&id) {
+            eog.push(id);
+        }
+    }
+    eog
+}
+
 /// A model's tokenizer. Cheap to share between threads (`Send + Sync`).
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -66,6 +101,8 @@ pub struct Tokenizer {
     json: Option<String>,
     bos: Option<u32>,
     eos: Vec<u32>,
+    /// `eos` and the special tokens that end a chat turn (see [`END_OF_TURN`]).
+    eog: Vec<u32>,
     pad: Option<u32>,
     add_bos: bool,
     add_eos: bool,
@@ -147,12 +184,14 @@ impl Tokenizer {
             DecodeKind::Generic => Family::Other,
         };
         let pieces = kind.pieces(&inner, id_range);
+        let eog = end_of_generation(&inner, &eos, vocab_size);
         Ok(Tokenizer {
             inner,
             literal: OnceLock::new(),
             json,
             bos,
             eos,
+            eog,
             pad,
             add_bos,
             add_eos,
@@ -266,9 +305,21 @@ impl Tokenizer {
         &self.eos
     }
 
-    /// Whether `id` ends generation.
+    /// Whether `id` is one of the model's EOS ids ([`Tokenizer::eos_ids`]).
     pub fn is_eos(&self, id: u32) -> bool {
         self.eos.contains(&id)
+    }
+
+    /// Every id that ends generation: the EOS ids, then the special tokens that end a chat
+    /// turn (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, `<|return|>`, ...; llama.cpp's
+    /// end-of-generation set).
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.eog
+    }
+
+    /// Whether `id` ends generation ([`Tokenizer::eog_ids`]); generation stops at it.
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.eog.contains(&id)
     }
 
     /// The padding id, if any.
