@@ -856,6 +856,19 @@ emoe_status emoe_tokenize(const struct emoe_model *model, const char *text, size
  */
 emoe_status emoe_token_to_piece(const struct emoe_model *model, int32_t token, char *buf, size_t capacity, size_t *len);
 
+/**
+ * The model's special tokens: `*bos` and `*eos` get the BOS and (main) EOS ids, -1 when the
+ * model has none; up to `capacity` end-of-generation ids (EOS and the special tokens that end
+ * a chat turn, such as `<|im_end|>`: `emoe_session_generate` stops at any of them) go to
+ * `eog`, and their number to `*n_eog` (`EMOE_STATUS_BUFFER_TOO_SMALL` when `capacity` is
+ * smaller; `eog` may then be NULL).
+ *
+ * # Safety
+ * `model` NULL or a live handle; `bos`, `eos`, `n_eog` NULL or writable; `eog` NULL or
+ * writable for `capacity` ids.
+ */
+emoe_status emoe_model_special_tokens(const struct emoe_model *model, int32_t *bos, int32_t *eos, int32_t *eog, size_t capacity, size_t *n_eog);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -522,3 +522,33 @@ fn truncate_and_token_history() {
         emoe_session_free(s);
     }
 }
+
+/// `emoe_model_special_tokens`: BOS, EOS and the end-of-generation set of the model.
+#[test]
+fn special_tokens_of_the_model() {
+    let m = Model::load(&demo(), &default_params());
+    let (mut bos, mut eos, mut n) = (0i32, 0i32, 0usize);
+    let mut eog = [0i32; 8];
+    // SAFETY: valid handles and pointers throughout.
+    unsafe {
+        assert_eq!(
+            emoe_model_special_tokens(m.0, &mut bos, &mut eos, null_mut(), 0, &mut n),
+            EMOE_STATUS_BUFFER_TOO_SMALL
+        );
+        assert!(n >= 1);
+        assert_eq!(
+            emoe_model_special_tokens(m.0, &mut bos, &mut eos, eog.as_mut_ptr(), 8, &mut n),
+            EMOE_STATUS_OK
+        );
+        assert_eq!(eog[0], eos, "EOS comes first");
+        assert!(eos >= 0);
+        assert_eq!(
+            emoe_model_special_tokens(null(), &mut bos, &mut eos, null_mut(), 0, &mut n),
+            EMOE_STATUS_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            emoe_model_special_tokens(m.0, null_mut(), &mut eos, null_mut(), 0, &mut n),
+            EMOE_STATUS_INVALID_ARGUMENT
+        );
+    }
+}

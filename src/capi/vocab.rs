@@ -87,3 +87,56 @@ pub unsafe extern "C" fn emoe_token_to_piece(
         Ok(())
     })
 }
+
+/// The model's special tokens: `*bos` and `*eos` get the BOS and (main) EOS ids, -1 when the
+/// model has none; up to `capacity` end-of-generation ids (EOS and the special tokens that end
+/// a chat turn, such as `<|im_end|>`: `emoe_session_generate` stops at any of them) go to
+/// `eog`, and their number to `*n_eog` (`EMOE_STATUS_BUFFER_TOO_SMALL` when `capacity` is
+/// smaller; `eog` may then be NULL).
+///
+/// # Safety
+/// `model` NULL or a live handle; `bos`, `eos`, `n_eog` NULL or writable; `eog` NULL or
+/// writable for `capacity` ids.
+#[no_mangle]
+pub unsafe extern "C" fn emoe_model_special_tokens(
+    model: *const emoe_model,
+    bos: *mut i32,
+    eos: *mut i32,
+    eog: *mut i32,
+    capacity: usize,
+    n_eog: *mut usize,
+) -> emoe_status {
+    // SAFETY: NULL or a live handle, by contract.
+    let Some(m) = (unsafe { model.as_ref() }) else {
+        return emoe_status::EMOE_STATUS_INVALID_ARGUMENT;
+    };
+    boundary(Some(&m.error), || {
+        if bos.is_null() || eos.is_null() || n_eog.is_null() || (eog.is_null() && capacity > 0) {
+            return Err(invalid(
+                "`bos`, `eos` or `n_eog` is NULL, or `eog` is NULL with a capacity",
+            ));
+        }
+        let t = m.model.tokenizer()?;
+        let ids = t.eog_ids();
+        // SAFETY: checked non-null; writable by contract.
+        unsafe {
+            bos.write(t.bos_id().map_or(-1, |b| b as i32));
+            eos.write(t.eos_ids().first().map_or(-1, |&e| e as i32));
+            n_eog.write(ids.len());
+        }
+        if ids.len() > capacity {
+            return Err(Failure {
+                status: emoe_status::EMOE_STATUS_BUFFER_TOO_SMALL,
+                message: format!(
+                    "{} end-of-generation ids do not fit in {capacity}",
+                    ids.len()
+                ),
+            });
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            // SAFETY: `i < ids.len() <= capacity` ids are writable at `eog`, by contract.
+            unsafe { eog.add(i).write(id as i32) };
+        }
+        Ok(())
+    })
+}
