@@ -93,6 +93,14 @@ impl fmt::Debug for Tokenizer {
     }
 }
 
+/// A `tokenizers` pipeline from tokenizer.json text, checked to be JSON first: tokenizers
+/// 0.22 panics (`expect("Helper")`) on malformed JSON inside `decoder` instead of failing.
+fn parse_tokenizer_json(json: &str) -> std::result::Result<tokenizers::Tokenizer, String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| e.to_string())?;
+    json.parse::<tokenizers::Tokenizer>()
+        .map_err(|e| e.to_string())
+}
+
 fn tk_err(context: &str, e: impl fmt::Display) -> Error {
     Error::Tokenizer(format!("{context}: {e}"))
 }
