@@ -171,6 +171,13 @@ impl ModelConfig {
                 format!("{n_layers} layers, {n_experts} experts, {used} used per token"),
             ));
         }
+        // The expert directory and the predictor table hold an entry per layer and expert.
+        if n_layers.saturating_mul(n_experts) > MAX_COUNT as usize {
+            return Err(Error::invalid_file(
+                path,
+                format!("{n_layers} layers of {n_experts} experts: more than {MAX_COUNT} experts"),
+            ));
+        }
         let head_dim = self.head_dim;
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(Error::invalid_file(

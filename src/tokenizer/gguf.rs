@@ -2,8 +2,6 @@
 //! converter wrote one, otherwise a `tokenizers` pipeline rebuilt from llama.cpp's
 //! `tokenizer.ggml.*` arrays that behaves like llama.cpp's tokenizers.
 
-use std::str::FromStr;
-
 use serde_json::json;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper};
@@ -207,7 +205,7 @@ impl Tokenizer {
         };
 
         if let Some(json) = m.str("tokenizer.huggingface.json")? {
-            let inner = tokenizers::Tokenizer::from_str(json).map_err(|e| {
+            let inner = super::parse_tokenizer_json(json).map_err(|e| {
                 m.bad(
                     "tokenizer.huggingface.json",
                     format!("cannot be loaded: {e}"),

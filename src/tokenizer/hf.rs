@@ -1,7 +1,6 @@
 //! Loading a tokenizer from a Hugging Face checkpoint directory.
 
 use std::path::Path;
-use std::str::FromStr;
 
 use serde_json::Value;
 
@@ -68,7 +67,7 @@ impl Tokenizer {
     pub fn from_hf_files(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         let json = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let inner = tokenizers::Tokenizer::from_str(&json)
+        let inner = super::parse_tokenizer_json(&json)
             .map_err(|e| Error::invalid_file(&path, format!("cannot load tokenizer: {e}")))?;
         let tcfg = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let gcfg = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);

@@ -130,6 +130,17 @@ impl fmt::Debug for Tokenizer {
     }
 }
 
+/// A `tokenizers` pipeline from tokenizer.json text, checked to be JSON first: tokenizers
+/// 0.22 panics (`expect("Helper")`) on malformed JSON inside `decoder` instead of failing.
+fn parse_tokenizer_json(json: &str) -> std::result::Result<tokenizers::Tokenizer, String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(json).map_err(|e| e.to_string())?;
+    json.parse::<tokenizers::Tokenizer>()
+        .map_err(|e| e.to_string())
+}
+
+/// Token ids a tokenizer may use (ids 0 to 2^22 - 1).
+const MAX_TOKEN_IDS: usize = 1 << 22;
+
 fn tk_err(context: &str, e: impl fmt::Display) -> Error {
     Error::Tokenizer(format!("{context}: {e}"))
 }
@@ -144,6 +155,14 @@ impl Tokenizer {
         min_vocab: usize,
     ) -> Result<Self> {
         let id_range = id_range(&inner);
+        // A table is kept per id below the largest: an id far beyond any real vocabulary
+        // (the largest have some 260 thousand tokens) is a corrupt file, not an allocation.
+        if id_range > MAX_TOKEN_IDS {
+            return Err(Error::Tokenizer(format!(
+                "token id {} is beyond the {MAX_TOKEN_IDS} ids supported",
+                id_range - 1
+            )));
+        }
         let vocab_size = id_range.max(min_vocab);
         if vocab_size == 0 {
             return Err(Error::Tokenizer("the tokenizer has no tokens".into()));
