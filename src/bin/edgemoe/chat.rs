@@ -10,11 +10,10 @@ use edgemoe::chat::{ChatTemplate, Message, RenderOptions, SpecialTokens};
 use edgemoe::engine::generate::{generate_ids, GenerateParams, StopReason};
 use edgemoe::engine::session::CancelHandle;
 use edgemoe::engine::Session;
-use edgemoe::sampling::SamplerParams;
 use edgemoe::tokenizer::Tokenizer;
 use edgemoe::Error;
 
-use crate::options::ModelArgs;
+use crate::options::{ModelArgs, SamplingArgs};
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -29,24 +28,8 @@ pub struct ChatArgs {
     /// Most tokens of one reply.
     #[arg(short = 'n', long, default_value_t = 512)]
     max_tokens: usize,
-    /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8)]
-    temp: f32,
-    /// Keep the k most likely tokens (0: off).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Keep the most likely tokens up to this probability mass (1: off).
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Drop tokens less likely than this fraction of the most likely one (0: off).
-    #[arg(long, default_value_t = 0.05)]
-    min_p: f32,
-    /// Penalise tokens seen in the last 64 tokens (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    repeat_penalty: f32,
-    /// Random seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Context length of the conversation (tokens).
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
@@ -163,15 +146,7 @@ fn turn(
     session.truncate(common);
     let params = GenerateParams {
         max_tokens: a.max_tokens,
-        sampler: SamplerParams {
-            temperature: a.temp,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            repeat_penalty: a.repeat_penalty,
-            repeat_last_n: 64,
-            seed: a.seed,
-        },
+        sampler: a.sampling.params(),
         stop: Vec::new(),
         add_bos: false,
     };

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use clap::Args;
 use edgemoe::engine::generate::{generate, GenerateParams, GenerateStats};
 use edgemoe::engine::{Model, PredictorKind, Session};
-use edgemoe::sampling::SamplerParams;
 use edgemoe::tokenizer::Tokenizer;
 
-use crate::options::{human, ModelArgs};
+use crate::options::{human, ModelArgs, SamplingArgs};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -21,26 +20,8 @@ pub struct GenerateArgs {
     /// Most tokens to generate.
     #[arg(short = 'n', long, default_value_t = 200)]
     pub max_tokens: usize,
-    /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8)]
-    temp: f32,
-    /// Keep the k most likely tokens (0: off).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Keep the most likely tokens up to this probability mass (1: off).
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Drop tokens less likely than this fraction of the most likely one (0: off).
-    #[arg(long, default_value_t = 0.05)]
-    min_p: f32,
-    /// Penalise tokens seen in the last `--repeat-last-n` tokens (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    repeat_penalty: f32,
-    #[arg(long, default_value_t = 64)]
-    repeat_last_n: usize,
-    /// Random seed: the same seed gives the same text.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop before this string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
@@ -60,15 +41,7 @@ impl GenerateArgs {
     pub fn params(&self) -> GenerateParams {
         GenerateParams {
             max_tokens: self.max_tokens,
-            sampler: SamplerParams {
-                temperature: self.temp,
-                top_k: self.top_k,
-                top_p: self.top_p,
-                min_p: self.min_p,
-                repeat_penalty: self.repeat_penalty,
-                repeat_last_n: self.repeat_last_n,
-                seed: self.seed,
-            },
+            sampler: self.sampling.params(),
             stop: self.stop.clone(),
             add_bos: !self.no_bos,
         }
